@@ -1,0 +1,161 @@
+"""The ``morphtune`` command.
+
+Heavy imports (torch, Ray, gRPC) happen inside the subcommand that needs them, so
+``morphtune best`` starts in a fraction of a second and ``morphtune spec check`` never
+starts Ray.
+
+Exit status: 0 success, 1 runtime failure (a gRPC error, a failed sweep), 2 bad input
+(an invalid spec, a bad argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+
+def _load_spec_or_exit(path: str) -> Any:
+    from morphtune.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_spec_or_exit(args.spec)  # validated before Ray starts
+    from morphtune.runner import SweepExistsError, run_sweep
+
+    try:
+        outcome = run_sweep(
+            spec,
+            address=args.address,
+            results_root=args.results,
+            sweep_id=args.sweep_id,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+        )
+    except SweepExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = {
+        "sweep_id": outcome.sweep_id,
+        "results": str(outcome.results_dir),
+        "wall_s": round(outcome.wall_s, 1),
+        "trials": outcome.trial_states,
+        "best": outcome.best,
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    return EXIT_OK
+
+
+def _cmd_spec(args: argparse.Namespace) -> int:
+    spec = _load_spec_or_exit(args.file)
+    if args.action == "check":
+        print(f"{args.file}: ok (sweep {spec.name!r}, {len(spec.search.space)} searched keys)")
+    else:
+        print(spec.to_yaml(), end="")
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from morphtune.service import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    metrics_port = None if args.metrics_port < 0 else args.metrics_port
+    serve(args.results, host=args.host, port=args.port, metrics_port=metrics_port)
+    return EXIT_OK
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    import grpc
+
+    from morphtune.service import SweepClient
+
+    try:
+        with SweepClient(args.server, timeout=args.timeout) as client:
+            best = client.best(args.sweep, metric=args.metric, mode=args.mode, scope=args.scope)
+    except grpc.RpcError as exc:
+        code = exc.code().name if exc.code() is not None else "UNKNOWN"
+        print(f"error: {code}: {exc.details()}", file=sys.stderr)
+        return EXIT_BAD_INPUT if code in {"INVALID_ARGUMENT", "NOT_FOUND"} else EXIT_FAILED
+    if args.json:
+        print(json.dumps(best, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"sweep {best['sweep_id']}: best {best['metric']} ({best['mode']}) = {best['value']:.6g}")
+    print(f"  trial {best['trial_id']}, iteration {best['iteration']}")
+    for key, value in sorted(best["config"].items()):
+        print(f"  {key} = {value}")
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphtune",
+        description="Search how to scale a neural network: growth, sparsity, subnet choice.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep spec on local or remote Ray")
+    run.add_argument("spec", help="sweep spec YAML file")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--results", help="results root (default: the spec's storage.results)")
+    run.add_argument("--sweep-id", help="sweep id (default: the spec's name)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing sweep's results")
+    run.add_argument("-v", "--verbose", action="count", default=0, help="Tune/Ray output")
+    run.set_defaults(handler=_cmd_run)
+
+    spec = sub.add_parser("spec", help="check or print a sweep spec")
+    spec.add_argument("action", choices=["check", "show"])
+    spec.add_argument("file")
+    spec.set_defaults(handler=_cmd_spec)
+
+    serve = sub.add_parser("serve", help="serve the results store over gRPC (+ /metrics)")
+    serve.add_argument("--results", default="./morphtune-results", help="results root")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--metrics-port", type=int, default=9464, help="-1 disables /metrics")
+    serve.set_defaults(handler=_cmd_serve)
+
+    best = sub.add_parser("best", help="query a sweep's best configuration over gRPC")
+    best.add_argument("sweep", help="sweep id")
+    best.add_argument("--server", default=DEFAULT_SERVER, help="host:port of morphtune serve")
+    best.add_argument("--metric", help="metric (default: the sweep's objective)")
+    best.add_argument("--mode", choices=["max", "min"], help="direction (default: objective's)")
+    best.add_argument("--scope", choices=["last", "all"], default="last")
+    best.add_argument("--timeout", type=float, default=10.0)
+    best.add_argument("--json", action="store_true", help="print JSON")
+    best.set_defaults(handler=_cmd_best)
+
+    demo = sub.add_parser("demo", help="run a sweep, serve it, read the best config over gRPC")
+    demo.add_argument("spec", help="sweep spec YAML file")
+    demo.add_argument("--results", help="results root (default: the spec's storage.results)")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    spec = _load_spec_or_exit(args.spec)
+    from morphtune.demo import run_demo
+
+    return run_demo(spec, results_root=args.results)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

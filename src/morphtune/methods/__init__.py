@@ -1,0 +1,1 @@
+"""Efficient-scaling methods (growth, sparsity, supernets, proxies); torch only."""

@@ -1,0 +1,148 @@
+"""Run a sweep on Ray: an embedded local Ray by default, or an existing cluster.
+
+``run_sweep`` validates nothing itself (the spec arrives validated), writes the sweep
+manifest, compiles the search (Optuna define-by-run space, sampler, Tune scheduler), runs
+every trial as a Ray Train job, and records every result in the Parquet store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from morphtune.searchers import SafeOptunaSearch, define_by_run, make_sampler, make_scheduler
+from morphtune.spec import SweepSpec
+from morphtune.store import ResultWriter, SweepStore, validate_sweep_id
+from morphtune.store.callback import StoreCallback
+from morphtune.trainables import make_trainable
+from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
+
+__all__ = ["SweepExistsError", "SweepOutcome", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+
+class SweepExistsError(FileExistsError):
+    """The sweep's directory already holds results and overwriting was not asked for."""
+
+
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    results_dir: Path
+    wall_s: float
+    trial_states: dict[str, int] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+
+
+def _prepare_dir(root: Path, sweep_id: str, overwrite: bool) -> Path:
+    directory = root / sweep_id
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise SweepExistsError(
+                f"sweep {sweep_id!r} already has results in {directory}; pass --overwrite "
+                "to replace them or --sweep-id to choose another id"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _ensure_ray(address: str | None, log_to_driver: bool) -> bool:
+    """Connect to Ray (starting a local one when no address is given); True if we did."""
+    if ray.is_initialized():
+        return False
+    env_vars = {key: value for key, value in TRAIN_ENV_DEFAULTS.items()}
+    ray.init(
+        address=address,
+        runtime_env={"env_vars": env_vars},
+        log_to_driver=log_to_driver,
+        # keep the dashboard: Ray Train's PlacementGroupCleaner finds dead trial
+        # controllers through the State API it serves; without it every trial stopped
+        # by the scheduler leaks its workers' placement group and the sweep stalls
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    results_root: str | Path | None = None,
+    sweep_id: str | None = None,
+    overwrite: bool = False,
+    verbose: int = 0,
+) -> SweepOutcome:
+    """Run ``spec`` to completion and return where its results are and what was best."""
+    sweep_id = validate_sweep_id(sweep_id or spec.name)
+    root = Path(results_root or spec.storage.results).expanduser().resolve()
+    directory = _prepare_dir(root, sweep_id, overwrite)
+    objective = spec.search.objective
+    writer = ResultWriter(root, sweep_id)
+    started = time.time()
+    writer.write_manifest(
+        {
+            "sweep_id": sweep_id,
+            "name": spec.name,
+            "objective": {"metric": objective.metric, "mode": objective.direction},
+            "spec": spec.to_dict(),
+            "created": started,
+            "status": "running",
+        }
+    )
+    we_started_ray = _ensure_ray(address, log_to_driver=verbose > 0)
+    try:
+        searcher = SafeOptunaSearch(
+            space=define_by_run(spec.search.space),
+            metric=objective.metric,
+            mode=objective.direction,
+            sampler=make_sampler(spec.search.sampler),
+        )
+        tuner = tune.Tuner(
+            make_trainable(spec, storage_path=str(directory / "train")),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=make_scheduler(spec),
+                num_samples=spec.search.num_samples,
+                max_concurrent_trials=spec.search.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(directory),
+                callbacks=[StoreCallback(root, sweep_id, spec)],
+                verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        tuner.fit()
+        status = "completed"
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        wall = time.time() - started
+        writer.update_manifest(status=status, finished=time.time(), wall_s=wall)
+        if we_started_ray:
+            ray.shutdown()
+    store = SweepStore(root)
+    outcome = SweepOutcome(sweep_id, directory, wall, store.trial_counts(sweep_id))
+    try:
+        best = store.best(sweep_id)
+        outcome.best = {
+            "trial_id": best.trial_id,
+            "value": best.value,
+            "metric": best.metric,
+            "config": best.config,
+        }
+    except LookupError:
+        outcome.best = None
+    return outcome

@@ -1,0 +1,602 @@
+"""Sweep specification: YAML in, validated :class:`SweepSpec` out.
+
+A sweep spec describes one search: the dataset, the base trial (model, training, growth
+and sparsity sections), the search space over dotted paths into those sections, the
+objective, sampler, scheduler, budget, resources and storage. Every problem is reported as
+a :class:`SpecIssue` naming the field path, the YAML line, the offending value and the
+rule, and all of them are raised together as one :class:`SpecError`.
+
+Nothing here imports Ray. The method registries (growth operators, pruning methods,
+layer distributions, model families, datasets) are consulted lazily, so that the names a
+spec may use are always exactly the names that are registered.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "REPORTED_METRICS",
+    "TRIAL_SECTIONS",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "SpecError",
+    "SpecIssue",
+    "SweepSpec",
+    "flatten_config",
+    "load_spec",
+    "parse_spec",
+    "resolve_trial_config",
+]
+
+#: Metrics every trial reports each epoch; an objective must name one of them.
+REPORTED_METRICS: dict[str, str] = {
+    "val_acc": "max",
+    "val_loss": "min",
+    "train_loss": "min",
+    "params": "min",
+    "nonzero_params": "min",
+    "flops": "min",
+    "train_flops": "min",
+    "density": "min",
+    "width": "min",
+    "wall_s": "min",
+}
+
+#: The sections of a spec that make up one trial's configuration (and may be searched).
+TRIAL_SECTIONS = ("dataset", "model", "training", "growth", "sparsity")
+
+_NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _registered(kind: str) -> list[str]:
+    """Names registered for one kind of pluggable part (imported lazily: they need torch)."""
+    if kind == "dataset":
+        from morphtune.data import DATASETS
+
+        return sorted(DATASETS)
+    if kind == "model":
+        from morphtune.models import MODEL_FAMILIES
+
+        return sorted(MODEL_FAMILIES)
+    if kind == "growth":
+        from morphtune.methods.growth import GROWTH_OPERATORS
+
+        return ["none", *sorted(GROWTH_OPERATORS)]
+    if kind == "pruning":
+        from morphtune.methods.sparsity import PRUNING_METHODS
+
+        return ["none", *sorted(PRUNING_METHODS)]
+    if kind == "distribution":
+        from morphtune.methods.sparsity import LAYER_DISTRIBUTIONS
+
+        return sorted(LAYER_DISTRIBUTIONS)
+    raise KeyError(kind)
+
+
+def _check_registered(kind: str, value: str) -> str:
+    valid = _registered(kind)
+    if value not in valid:
+        raise ValueError(f"must be one of {valid}")
+    return value
+
+
+class DatasetSpec(_Strict):
+    name: str = "digits"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _check_registered("dataset", value)
+
+
+class ModelSpec(_Strict):
+    family: str = "mlp"
+    width: int = Field(64, ge=1, le=65536)
+    depth: int = Field(2, ge=1, le=64)
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _check_registered("model", value)
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    seed: int = 0
+
+
+class GrowthSpec(_Strict):
+    """When and how much to grow: one event at ``at_fraction`` of the step budget."""
+
+    operator: str = "none"
+    at_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    factor: float = Field(2.0, gt=1.0, le=16.0)
+    noise: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("operator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _check_registered("growth", value)
+
+
+class SparsitySpec(_Strict):
+    """Pruning at initialisation: score method, overall density, layer distribution."""
+
+    method: str = "none"
+    density: float = Field(1.0, gt=0.0, le=1.0)
+    distribution: str = "uniform"
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _check_registered("pruning", value)
+
+    @field_validator("distribution")
+    @classmethod
+    def _known_distribution(cls, value: str) -> str:
+        return _check_registered("distribution", value)
+
+
+_SECTION_MODELS: dict[str, type[_Strict]] = {
+    "dataset": DatasetSpec,
+    "model": ModelSpec,
+    "training": TrainingSpec,
+    "growth": GrowthSpec,
+    "sparsity": SparsitySpec,
+}
+
+Scalar = bool | int | float | str
+
+
+class _Param(_Strict):
+    when: dict[str, list[Scalar]] | None = None
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatParam:
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("step and log cannot both be set")
+        return self
+
+    def candidates(self) -> list[Scalar]:
+        return [self.low, self.high]
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntParam:
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("step must be 1 when log is true")
+        return self
+
+    def candidates(self) -> list[Scalar]:
+        return [self.low, self.high]
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, choices: list[Scalar]) -> list[Scalar]:
+        if len({(type(c), c) for c in choices}) != len(choices):
+            raise ValueError(f"choices must be distinct, but got {choices}")
+        return choices
+
+    def candidates(self) -> list[Scalar]:
+        return list(self.choices)
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"low and high must be finite, but got low={low}, high={high}")
+    if low > high:
+        raise ValueError(f"low <= high must hold, but got low={low}, high={high}")
+    if log and low <= 0:
+        raise ValueError(f"low > 0 must hold when log is true, but got low={low}")
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class Objective(_Strict):
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _reported(cls, value: str) -> str:
+        if value not in REPORTED_METRICS:
+            raise ValueError(f"must be a reported metric {sorted(REPORTED_METRICS)}, got {value!r}")
+        return value
+
+    @property
+    def direction(self) -> str:
+        return self.mode or REPORTED_METRICS[self.metric]
+
+
+class SamplerSpec(_Strict):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int | None = None
+    n_startup_trials: int = Field(4, ge=0, le=10_000)
+
+
+class SchedulerSpec(_Strict):
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0, le=100.0)
+
+
+class SearchSpec(_Strict):
+    objective: Objective = Field(default_factory=Objective)
+    space: dict[str, Param] = Field(default_factory=dict)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    num_samples: int = Field(12, ge=1, le=100_000)
+    max_concurrent: int = Field(2, ge=1, le=4096)
+
+
+class ResourcesSpec(_Strict):
+    num_workers: int = Field(1, ge=1, le=4096)
+    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
+    use_gpu: bool = False
+    max_failures: int = Field(0, ge=0, le=100)
+
+
+class StorageSpec(_Strict):
+    results: str = "./morphtune-results"
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: base trial sections, search, resources and storage."""
+
+    name: str = Field(pattern=_NAME_RULE)
+    description: str = ""
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    growth: GrowthSpec = Field(default_factory=GrowthSpec)
+    sparsity: SparsitySpec = Field(default_factory=SparsitySpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def base_trial(self) -> dict[str, dict[str, Any]]:
+        """The trial configuration before any searched value is applied."""
+        dumped = self.to_dict()
+        return {section: dumped[section] for section in TRIAL_SECTIONS}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where it is, what value it has, and which rule it breaks."""
+
+    path: str
+    line: int | None
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.path or '<root>'}: {self.rule} (got {self.value!r})"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; carries every :class:`SpecIssue` found."""
+
+    def __init__(self, source: str, issues: Sequence[SpecIssue]) -> None:
+        self.source = source
+        self.issues = list(issues)
+        lines = "\n".join(f"  {source}:{issue}" for issue in self.issues)
+        super().__init__(f"invalid sweep spec {source} ({len(self.issues)} problem(s)):\n{lines}")
+
+
+_MISSING = object()
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each mapping/sequence path in a YAML document to its 1-based line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+                lines[(*path, key)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, str(index)))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _lookup(data: Any, path: Sequence[str]) -> Any:
+    current = data
+    for part in path:
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return _MISSING
+    return current
+
+
+def _nearest_line(lines: Mapping[tuple[str, ...], int], path: Sequence[str]) -> int | None:
+    for end in range(len(path), -1, -1):
+        line = lines.get(tuple(path[:end]))
+        if line is not None:
+            return line
+    return None
+
+
+_DISCRIMINATOR_PARTS = {"float", "int", "categorical"}
+
+
+def _issues_from_validation(
+    error: ValidationError,
+    data: Any,
+    lines: Mapping[tuple[str, ...], int],
+    prefix: Sequence[str] = (),
+) -> list[SpecIssue]:
+    issues = []
+    for item in error.errors():
+        loc = [*prefix, *(str(part) for part in item["loc"])]
+        # pydantic inserts the tagged-union tag ('float', 'int', ...) into the location
+        loc = [
+            part
+            for i, part in enumerate(loc)
+            if not (part in _DISCRIMINATOR_PARTS and i == 3 and loc[:2] == ["search", "space"])
+        ]
+        value = _lookup(data, loc)
+        if value is _MISSING:
+            value = item.get("input")
+        rule = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            rule = "unknown key (not a field of this section)"
+        elif item["type"] == "missing":
+            rule = "required field is missing"
+            value = None
+        issues.append(SpecIssue(".".join(loc), _nearest_line(lines, loc), value, rule))
+    return issues
+
+
+# ------------------------------------------------------------------ loading / checks
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file; raise :class:`SpecError` on any problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(source, [SpecIssue("", None, source, f"cannot read file: {exc}")]) from exc
+    return parse_spec(text, source=source)
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> SweepSpec:
+    """Validate spec text (YAML); raise :class:`SpecError` listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(source, [SpecIssue("", line, None, f"not valid YAML: {problem}")]) from exc
+    lines = _line_index(text)
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            source, [SpecIssue("", 1, data, "a spec must be a YAML mapping (key: value)")]
+        )
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, _issues_from_validation(exc, data, lines)) from exc
+    issues = _check_space(spec, data, lines) + _check_cross_fields(spec, data, lines)
+    if issues:
+        raise SpecError(source, issues)
+    return spec
+
+
+def _check_space(
+    spec: SweepSpec, data: Any, lines: Mapping[tuple[str, ...], int]
+) -> list[SpecIssue]:
+    """Each searched key must name a trial field, and every value it can take must be valid."""
+    issues: list[SpecIssue] = []
+    declared: dict[str, Param] = {}
+    for key, param in spec.search.space.items():
+        path = ["search", "space", key]
+        line = _nearest_line(lines, path)
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in _SECTION_MODELS:
+            issues.append(
+                SpecIssue(
+                    ".".join(path),
+                    line,
+                    key,
+                    "a searched key must be '<section>.<field>' with section one of "
+                    f"{list(_SECTION_MODELS)}",
+                )
+            )
+            continue
+        section, field = parts
+        model = _SECTION_MODELS[section]
+        if field not in model.model_fields:
+            issues.append(
+                SpecIssue(
+                    ".".join(path),
+                    line,
+                    key,
+                    f"unknown field {field!r} of section {section!r}; valid: "
+                    f"{sorted(model.model_fields)}",
+                )
+            )
+            continue
+        base = getattr(spec, section).model_dump()
+        for candidate in param.candidates():
+            try:
+                model.model_validate({**base, field: candidate})
+            except ValidationError as exc:
+                for sub in _issues_from_validation(exc, {}, {}):
+                    issues.append(SpecIssue(".".join(path), line, candidate, sub.rule))
+        issues.extend(_check_condition(key, param, declared, path, line))
+        declared[key] = param
+    return issues
+
+
+def _check_condition(
+    key: str,
+    param: Param,
+    declared: Mapping[str, Param],
+    path: list[str],
+    line: int | None,
+) -> list[SpecIssue]:
+    if not param.when:
+        return []
+    issues = []
+    for parent, values in param.when.items():
+        where = ".".join([*path, "when", parent])
+        if parent == key or parent not in declared:
+            issues.append(
+                SpecIssue(where, line, parent, "a condition must name a param declared above it")
+            )
+            continue
+        parent_param = declared[parent]
+        if not isinstance(parent_param, CategoricalParam):
+            issues.append(
+                SpecIssue(where, line, parent, "a condition must name a categorical param")
+            )
+            continue
+        unknown = [v for v in values if v not in parent_param.choices]
+        if unknown or not values:
+            issues.append(
+                SpecIssue(
+                    where,
+                    line,
+                    values,
+                    f"condition values must be non-empty and among {parent_param.choices}",
+                )
+            )
+    return issues
+
+
+def _check_cross_fields(
+    spec: SweepSpec, data: Any, lines: Mapping[tuple[str, ...], int]
+) -> list[SpecIssue]:
+    issues = []
+    scheduler = spec.search.scheduler
+    if scheduler.name == "asha" and scheduler.grace_period > spec.training.epochs:
+        path = ["search", "scheduler", "grace_period"]
+        issues.append(
+            SpecIssue(
+                ".".join(path),
+                _nearest_line(lines, path),
+                scheduler.grace_period,
+                f"grace_period <= training.epochs must hold (training.epochs="
+                f"{spec.training.epochs})",
+            )
+        )
+    return issues
+
+
+# ------------------------------------------------------------------- trial configs
+
+
+def resolve_trial_config(spec: SweepSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply searched values (dotted keys like ``training.lr``) to the base trial.
+
+    Returns the nested trial configuration (``{section: {field: value}}``), validated again
+    so a trial never starts from a value its section rejects.
+    """
+    trial = copy.deepcopy(spec.base_trial())
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if section not in trial or field not in trial[section]:
+            raise ValueError(f"unknown trial config key {key!r}: must be '<section>.<field>'")
+        trial[section][field] = value
+    resolved: dict[str, Any] = {}
+    issues: list[SpecIssue] = []
+    for section, values in trial.items():
+        try:
+            model = _SECTION_MODELS[section].model_validate(values)
+        except ValidationError as exc:
+            issues.extend(_issues_from_validation(exc, trial, {}, prefix=[section]))
+            continue
+        resolved[section] = model.model_dump(mode="json")
+    if issues:
+        raise ValueError("invalid trial config: " + "; ".join(map(str, issues)))
+    return resolved
+
+
+def flatten_config(trial: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested trial config to dotted keys (``{'training': {'lr': 1}} -> {'training.lr': 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in trial.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sweep_name_is_valid(name: str) -> bool:
+    return re.fullmatch(_NAME_RULE, name) is not None

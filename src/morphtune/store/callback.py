@@ -1,0 +1,165 @@
+"""Ray Tune callback that writes every reported result into the results store.
+
+Rows are buffered and flushed as one atomic Parquet part at most every
+``flush_interval_s`` seconds, and always when a trial ends and when the sweep ends, so
+a reader (the gRPC service) sees live results without thousands of tiny files. The
+writer deduplicates on (sweep, trial, iteration), so a result Tune delivers twice after
+a worker restart is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from morphtune.spec import SweepSpec, flatten_config, resolve_trial_config
+from morphtune.store._writer import ResultWriter
+
+__all__ = ["STORED_RESULT_KEYS", "StoreCallback"]
+
+log = logging.getLogger(__name__)
+
+#: Tune's own bookkeeping keys kept next to the trial's metrics.
+STORED_RESULT_KEYS = ("time_total_s", "checkpoint_path")
+_TUNE_KEYS = {
+    "config",
+    "trial_id",
+    "experiment_id",
+    "date",
+    "timestamp",
+    "time_this_iter_s",
+    "time_since_restore",
+    "timesteps_since_restore",
+    "iterations_since_restore",
+    "pid",
+    "hostname",
+    "node_ip",
+    "done",
+    "training_iteration",
+    "experiment_tag",
+    "timesteps_total",
+    "episodes_total",
+    "should_checkpoint",
+}
+
+
+class StoreCallback(Callback):
+    """Persist Tune results of one sweep with a :class:`ResultWriter`."""
+
+    def __init__(
+        self, root: str | Path, sweep_id: str, spec: SweepSpec, flush_interval_s: float = 1.0
+    ) -> None:
+        self.root, self.sweep_id = Path(root), sweep_id
+        self._writer: ResultWriter | None = None
+        self.spec = spec
+        self.flush_interval_s = flush_interval_s
+        self._pending: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._last_iteration: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def writer(self) -> ResultWriter:
+        # created lazily: Tune pickles its callbacks with the experiment state, and the
+        # writer holds a lock
+        if self._writer is None:
+            self._writer = ResultWriter(self.root, self.sweep_id)
+        return self._writer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_writer"] = None
+        state["_pending"] = []
+        return state
+
+    def _trial_config(self, trial: Any) -> dict[str, Any]:
+        try:
+            return flatten_config(resolve_trial_config(self.spec, trial.config))
+        except ValueError:
+            return {key: value for key, value in trial.config.items() if _scalar(value)}
+
+    def flush(self) -> int:
+        if not self._pending:
+            return 0
+        rows, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        return self.writer.write_results(rows)
+
+    # ------------------------------------------------------------- Tune hooks
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: Mapping[str, Any], **info: Any
+    ) -> None:
+        step = int(result.get("training_iteration", 0))
+        metrics = {
+            key: value
+            for key, value in result.items()
+            if key not in _TUNE_KEYS and (_scalar(value) or key in STORED_RESULT_KEYS)
+        }
+        self._pending.append(
+            {
+                "trial_id": trial.trial_id,
+                "iteration": step,
+                "status": "running",
+                "config": self._trial_config(trial),
+                "metrics": metrics,
+            }
+        )
+        self._last_iteration[trial.trial_id] = max(
+            step, self._last_iteration.get(trial.trial_id, 0)
+        )
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.writer.write_trial(trial.trial_id, "running", config=self._trial_config(trial))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.flush()
+        last = self._last_iteration.get(trial.trial_id)
+        finished = last is not None and last >= self.spec.training.epochs
+        self.writer.write_trial(
+            trial.trial_id,
+            "completed" if finished else "stopped",
+            config=self._trial_config(trial),
+            last_iteration=last,
+        )
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.flush()
+        error = trial.get_error()
+        self.writer.write_trial(
+            trial.trial_id,
+            "failed",
+            config=self._trial_config(trial),
+            error=_short_error(error) if error is not None else "unknown error",
+            last_iteration=self._last_iteration.get(trial.trial_id),
+        )
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.flush()
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float | str)
+
+
+def _short_error(error: BaseException, limit: int = 4000) -> str:
+    """The innermost cause's type and message (what a user needs), bounded in length."""
+    cause: BaseException = error
+    seen = set()
+    while cause.__cause__ is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__
+    text = f"{type(cause).__name__}: {cause}".strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,7 @@
+"""Trainables: Ray Train TorchTrainer loops wrapping the methods, one Tune trial each."""
+
+from morphtune.trainables._driver import make_trainable
+from morphtune.trainables._engine import TrialEngine
+from morphtune.trainables._loop import train_loop_per_worker
+
+__all__ = ["TrialEngine", "make_trainable", "train_loop_per_worker"]

@@ -1,0 +1,130 @@
+"""The training engine of one trial, without Ray: real training, growth and sparsity."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from morphtune.data import load_dataset
+from morphtune.methods.sparsity import find_masks
+from morphtune.spec import parse_spec, resolve_trial_config
+from morphtune.trainables import TrialEngine
+
+BASE = "name: e\ndataset: {name: synthetic}\ntraining: {epochs: 6, lr: 0.01, batch_size: 32}\n"
+
+
+def engine(overrides: dict | None = None, text: str = BASE) -> TrialEngine:
+    spec = parse_spec(text)
+    trial = resolve_trial_config(spec, overrides or {})
+    data = load_dataset(trial["dataset"]["name"], seed=trial["dataset"]["seed"])
+    return TrialEngine(trial, data)
+
+
+def test_training_improves_validation_accuracy() -> None:
+    run = engine()
+    _, before = run.evaluate()
+    for _ in range(run.epochs):
+        run.train_epoch()
+    metrics = run.metrics()
+    assert metrics["val_acc"] > max(0.9, before + 0.3)
+    assert metrics["epoch"] == run.epochs
+    assert math.isfinite(metrics["val_loss"])
+
+
+def test_digits_mlp_reaches_high_accuracy() -> None:
+    text = "name: d\ntraining: {epochs: 10, lr: 0.005, batch_size: 64}\nmodel: {width: 64}\n"
+    run = engine(text=text)
+    for _ in range(run.epochs):
+        run.train_epoch()
+    assert run.metrics()["val_acc"] >= 0.93
+
+
+def test_growth_happens_once_at_the_planned_step_and_keeps_the_function() -> None:
+    run = engine({"growth.operator": "net2net", "growth.at_fraction": 0.5, "growth.factor": 2.0})
+    assert run.grow_step == math.ceil(0.5 * run.total_steps)
+    inputs = run.data.val.tensors[0][:64]
+    run.model.eval()
+    before = run.model(inputs).detach()
+    old_width = max(run.model.config.hidden)
+    run.grow_now()
+    run.model.eval()
+    after = run.model(inputs).detach()
+    assert max(run.model.config.hidden) == 2 * old_width
+    assert torch.max(torch.abs(after - before)) <= 1e-5
+
+
+def test_growth_inside_training_and_flops_accounting() -> None:
+    run = engine({"growth.operator": "net2net", "growth.at_fraction": 0.5})
+    small_flops = run.metrics()["flops"]
+    widths = []
+    for _ in range(run.epochs):
+        run.train_epoch()
+        widths.append(run.metrics()["width"])
+    assert widths[0] == 64 and widths[-1] == 128  # grew from the base width, once
+    assert widths == sorted(widths)
+    metrics = run.metrics()
+    assert metrics["grown"] == 1
+    assert metrics["flops"] > small_flops
+    samples = len(run.data.train) * run.epochs
+    # cumulative training FLOPs lie between "all small" and "all big"
+    assert 3 * small_flops * samples < metrics["train_flops"] < 3 * metrics["flops"] * samples
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "erk"])
+def test_pruned_training_keeps_exact_density(distribution: str) -> None:
+    run = engine(
+        {
+            "sparsity.method": "magnitude",
+            "sparsity.density": 0.25,
+            "sparsity.distribution": distribution,
+        }
+    )
+    kept_before = {name: int(mask.sum()) for name, mask in find_masks(run.model).items()}
+    for _ in range(2):
+        run.train_epoch()
+    for name, param in run.model.named_parameters():
+        if name in kept_before:
+            assert int((param != 0).sum()) <= kept_before[name]
+            mask = find_masks(run.model)[name]
+            assert torch.all(param[~mask] == 0)
+    total = sum(p.numel() for n, p in run.model.named_parameters() if n in kept_before)
+    assert abs(sum(kept_before.values()) - round(0.25 * total)) <= 1
+    assert abs(run.metrics()["density"] - 0.25) < 0.01
+
+
+def test_checkpoint_round_trip_restores_a_grown_sparse_model() -> None:
+    overrides = {
+        "growth.operator": "net2net",
+        "growth.at_fraction": 0.3,
+        "sparsity.method": "random",
+        "sparsity.density": 0.5,
+    }
+    run = engine(overrides)
+    for _ in range(3):
+        run.train_epoch()
+    assert run.grown
+    state = copy.deepcopy(run.state_dict())
+    fresh = engine(overrides)
+    assert max(fresh.model.config.hidden) < max(run.model.config.hidden)
+    fresh.load_state_dict(state)
+    assert fresh.model.config == run.model.config
+    assert (fresh.step, fresh.epoch, fresh.grown) == (run.step, run.epoch, True)
+    inputs = run.data.val.tensors[0][:32]
+    run.model.eval()
+    fresh.model.eval()
+    assert torch.equal(run.model(inputs), fresh.model(inputs))
+    # both continue identically (same data order, optimizer state restored)
+    run.train_epoch()
+    fresh.train_epoch()
+    for a, b in zip(run.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cosine_schedule_decays_to_zero() -> None:
+    run = engine()
+    assert run.learning_rate(0) == pytest.approx(0.01)
+    assert run.learning_rate(run.total_steps // 2) == pytest.approx(0.005, rel=0.05)
+    assert run.learning_rate(run.total_steps) == pytest.approx(0.0, abs=1e-12)
