@@ -64,8 +64,10 @@ def run_demo(spec: SweepSpec, *, results_root: str | Path | None = None) -> int:
         f"validation loss = {metrics.get('val_loss', float('nan')):.4f}"
     )
     print(
-        f"  params = {metrics.get('params')}  nonzero = {metrics.get('nonzero_params')}  "
-        f"density = {metrics.get('density')}  width = {metrics.get('width')}"
+        f"  params = {metrics.get('params', 0):.0f}"
+        f"  nonzero = {metrics.get('nonzero_params', 0):.0f}"
+        f"  density = {metrics.get('density', 1.0):.3f}  width = {metrics.get('width', 0):.0f}"
+        f"  forward FLOPs/sample = {metrics.get('flops', 0):.0f}"
     )
     print(f"[morphtune] /metrics on 127.0.0.1:{metrics_port}:")
     for line in exposition.splitlines():

@@ -10,6 +10,7 @@ a worker restart is stored once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,12 +138,11 @@ class StoreCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.flush()
-        error = trial.get_error()
         self.writer.write_trial(
             trial.trial_id,
             "failed",
             config=self._trial_config(trial),
-            error=_short_error(error) if error is not None else "unknown error",
+            error=_trial_error(trial),
             last_iteration=self._last_iteration.get(trial.trial_id),
         )
 
@@ -154,12 +154,20 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, bool | int | float | str)
 
 
-def _short_error(error: BaseException, limit: int = 4000) -> str:
-    """The innermost cause's type and message (what a user needs), bounded in length."""
-    cause: BaseException = error
-    seen = set()
-    while cause.__cause__ is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        cause = cause.__cause__
-    text = f"{type(cause).__name__}: {cause}".strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def _trial_error(trial: Any, limit: int = 4000) -> str:
+    """The root cause of a trial's failure: the last ``SomeError: message`` line of the
+    traceback Tune wrote locally (the stored copy is synced later), then the full tail."""
+    path = trial.error_file
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace") if path else ""
+    except OSError:
+        text = ""
+    if not text.strip():
+        return "unknown error (Tune recorded no traceback)"
+    causes = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
+    head = causes[-1] if causes else ""
+    tail = text.strip()[-(limit - len(head) - 2) :]
+    return f"{head}\n{tail}" if head else tail
