@@ -16,7 +16,6 @@ It prints the wall time of each arm, the ratios, and one RESULT line per figure.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from typing import Any
@@ -26,10 +25,9 @@ import ray
 from ray import tune
 
 from morphtune.data import load_dataset
-from morphtune.runner import run_sweep
+from morphtune.runner import init_ray, run_sweep
 from morphtune.spec import parse_spec, resolve_trial_config
 from morphtune.trainables import TrialEngine
-from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
 
 GOAL_RATIO = 1.15  # the sweep-overhead goal the searchers issue sets for its P1 benchmark
 
@@ -129,9 +127,7 @@ def main() -> int:
 
     torch.set_num_threads(1)  # each arm runs two trials on two cores
     optuna_s = arm_optuna(text)
-    for key, value in TRAIN_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": dict(TRAIN_ENV_DEFAULTS)})
+    init_ray(num_cpus=2)
     try:
         bare_s = arm_bare_tune(text)
         ours_s = arm_morphtune(text)

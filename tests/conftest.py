@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,15 +13,8 @@ def ray_session() -> Iterator[Any]:
     """A local Ray with 2 CPUs, started once per session by the first test that needs it."""
     import ray
 
-    from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
+    from morphtune.runner import init_ray
 
-    for key, value in TRAIN_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    ray.init(
-        num_cpus=2,
-        # the dashboard serves the State API that Ray Train's placement-group cleaner needs
-        log_to_driver=False,
-        runtime_env={"env_vars": dict(TRAIN_ENV_DEFAULTS)},
-    )
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()

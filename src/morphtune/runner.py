@@ -8,6 +8,7 @@ every trial as a Ray Train job, and records every result in the Parquet store.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from morphtune.store.callback import StoreCallback
 from morphtune.trainables import make_trainable
 from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
 
-__all__ = ["SweepExistsError", "SweepOutcome", "run_sweep"]
+__all__ = ["SweepExistsError", "SweepOutcome", "init_ray", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,30 @@ def _prepare_dir(root: Path, sweep_id: str, overwrite: bool) -> Path:
     return directory
 
 
-def _ensure_ray(address: str | None, log_to_driver: bool) -> bool:
-    """Connect to Ray (starting a local one when no address is given); True if we did."""
-    if ray.is_initialized():
-        return False
-    env_vars = {key: value for key, value in TRAIN_ENV_DEFAULTS.items()}
+def init_ray(
+    address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False
+) -> None:
+    """Connect to ``address``; else to the cluster ``RAY_ADDRESS`` names (as it is for a
+    driver submitted as a Ray Job); else start an embedded local Ray. "local" is explicit
+    so that an address a past ``ray start`` left in /tmp/ray is never picked up: that
+    cluster may be gone, or belong to someone else.
+
+    Trials rely on the Ray Train settings in ``TRAIN_ENV_DEFAULTS`` (user values win).
+    The dashboard stays on: Ray Train's PlacementGroupCleaner finds dead trial controllers
+    through the State API it serves; without it every trial that Tune ends leaks its
+    workers' placement group and the sweep stalls.
+    """
+    for key, value in TRAIN_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        address = "local"
     ray.init(
-        address=address,
-        runtime_env={"env_vars": env_vars},
+        address=address or None,
+        num_cpus=num_cpus,
+        runtime_env={"env_vars": {key: os.environ[key] for key in TRAIN_ENV_DEFAULTS}},
         log_to_driver=log_to_driver,
-        # keep the dashboard: Ray Train's PlacementGroupCleaner finds dead trial
-        # controllers through the State API it serves; without it every trial stopped
-        # by the scheduler leaks its workers' placement group and the sweep stalls
-        configure_logging=True,
         logging_level=logging.WARNING,
     )
-    return True
 
 
 def run_sweep(
@@ -99,7 +108,9 @@ def run_sweep(
             "status": "running",
         }
     )
-    we_started_ray = _ensure_ray(address, log_to_driver=verbose > 0)
+    we_started_ray = not ray.is_initialized()
+    if we_started_ray:
+        init_ray(address, log_to_driver=verbose > 0)
     try:
         searcher = SafeOptunaSearch(
             space=define_by_run(spec.search.space),

@@ -7,15 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from morphtune.data._split import DatasetSplit, check_val_fraction
+from morphtune.registry import Registry
 
 __all__ = ["DATASETS", "load_dataset", "register_dataset"]
 
 #: ``loader(*, seed, val_fraction, **options) -> DatasetSplit``
 DatasetLoader = Callable[..., DatasetSplit]
 
-_LOADERS: dict[str, DatasetLoader] = {}
-#: Names of the registered datasets (kept in sync by :func:`register_dataset`).
-DATASETS: list[str] = []
+#: The registered dataset loaders; iterates over their names in registration order.
+DATASETS: Registry[DatasetLoader] = Registry("dataset", "morphtune.data.register_dataset")
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
@@ -23,15 +23,7 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
 
     The loader's other keyword-only parameters are the dataset's options.
     """
-
-    def decorator(loader: DatasetLoader) -> DatasetLoader:
-        if name in _LOADERS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _LOADERS[name] = loader
-        DATASETS.append(name)
-        return loader
-
-    return decorator
+    return DATASETS.register(name)
 
 
 def _option_names(loader: DatasetLoader) -> list[str]:
@@ -51,12 +43,7 @@ def load_dataset(
     ``seed`` fixes the split (and synthetic data); ``val_fraction`` is the share held out
     where the dataset has no official test split. Unknown options raise ``ValueError``.
     """
-    loader = _LOADERS.get(name)
-    if loader is None:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid: {sorted(_LOADERS)} "
-            "(register more with morphtune.data.register_dataset)"
-        )
+    loader = DATASETS.get(name)
     val_fraction = check_val_fraction(val_fraction)
     valid = _option_names(loader)
     unknown = sorted(set(options) - set(valid))

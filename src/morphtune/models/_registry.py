@@ -9,28 +9,24 @@ from typing import Any, TypeVar
 from torch import nn
 
 from morphtune.models._mlp import MLP, MLPConfig
+from morphtune.registry import Registry
 
 __all__ = ["MODEL_FAMILIES", "build_model", "register_model"]
 
 ModelBuilder = Callable[[Any], nn.Module]
 _Builder = TypeVar("_Builder", bound=ModelBuilder)
 
-_BUILDERS: dict[str, ModelBuilder] = {}
-#: Names of the registered model families, in registration order (kept in sync by
-#: :func:`register_model`).
-MODEL_FAMILIES: list[str] = []
+#: The registered model builders; iterates over their names in registration order.
+MODEL_FAMILIES: Registry[ModelBuilder] = Registry("model family", "morphtune.models.register_model")
 
 
 def register_model(name: str) -> Callable[[_Builder], _Builder]:
     """Decorator registering ``builder(config) -> nn.Module`` under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model family name must be a non-empty str, but got {name!r}")
+    add = MODEL_FAMILIES.register(name)
 
+    # Hands back the builder's own type (not ModelBuilder), so typed builders stay typed.
     def decorator(builder: _Builder) -> _Builder:
-        if name in _BUILDERS:
-            raise ValueError(f"model family {name!r} is already registered")
-        _BUILDERS[name] = builder
-        MODEL_FAMILIES.append(name)
+        add(builder)
         return builder
 
     return decorator
@@ -38,13 +34,7 @@ def register_model(name: str) -> Callable[[_Builder], _Builder]:
 
 def build_model(family: str, config: Any) -> nn.Module:
     """Build a model of the registered ``family`` from its config."""
-    builder = _BUILDERS.get(family)
-    if builder is None:
-        raise ValueError(
-            f"unknown model family {family!r}; valid: {sorted(_BUILDERS)} "
-            "(register more with morphtune.models.register_model)"
-        )
-    return builder(config)
+    return MODEL_FAMILIES.get(family)(config)
 
 
 @register_model("mlp")

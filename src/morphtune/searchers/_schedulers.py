@@ -6,11 +6,17 @@ from collections.abc import Callable
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from morphtune.registry import Registry
 from morphtune.spec import SweepSpec
 
 __all__ = ["SCHEDULERS", "make_scheduler"]
 
+# No registration hint: SchedulerSpec.name is a fixed Literal, so a new scheduler needs a
+# spec change too.
+SCHEDULERS: Registry[Callable[[SweepSpec], TrialScheduler]] = Registry("scheduler")
 
+
+@SCHEDULERS.register("asha")
 def _asha(spec: SweepSpec) -> TrialScheduler:
     objective = spec.search.objective
     return ASHAScheduler(
@@ -23,17 +29,10 @@ def _asha(spec: SweepSpec) -> TrialScheduler:
     )
 
 
+@SCHEDULERS.register("fifo")
 def _fifo(spec: SweepSpec) -> TrialScheduler:
     return FIFOScheduler()
 
 
-SCHEDULERS: dict[str, Callable[[SweepSpec], TrialScheduler]] = {"asha": _asha, "fifo": _fifo}
-
-
 def make_scheduler(spec: SweepSpec) -> TrialScheduler:
-    name = spec.search.scheduler.name
-    try:
-        factory = SCHEDULERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scheduler {name!r}; valid: {sorted(SCHEDULERS)}") from None
-    return factory(spec)
+    return SCHEDULERS.get(spec.search.scheduler.name)(spec)

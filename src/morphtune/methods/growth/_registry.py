@@ -9,6 +9,7 @@ from torch import nn
 
 from morphtune.methods.growth._net2net import net2net_deepen, net2net_widen
 from morphtune.models import MLP, MLPConfig
+from morphtune.registry import Registry
 
 __all__ = ["GROWTH_OPERATORS", "GrowthOperator", "grow", "register_growth_operator"]
 
@@ -19,22 +20,13 @@ class GrowthOperator(Protocol):
     def __call__(self, model: nn.Module, new_config: Any, *, seed: int) -> nn.Module: ...
 
 
-_OPERATORS: dict[str, GrowthOperator] = {}
-#: Names of the registered growth operators (kept in sync by the decorator).
-GROWTH_OPERATORS: list[str] = []
+#: The registered growth operators; iterates over their names in registration order.
+GROWTH_OPERATORS: Registry[GrowthOperator] = Registry("growth operator", "register_growth_operator")
 
 
 def register_growth_operator(name: str) -> Callable[[GrowthOperator], GrowthOperator]:
     """Decorator registering a :class:`GrowthOperator` under ``name``."""
-
-    def decorator(operator: GrowthOperator) -> GrowthOperator:
-        if name in _OPERATORS:
-            raise ValueError(f"growth operator {name!r} is already registered")
-        _OPERATORS[name] = operator
-        GROWTH_OPERATORS.append(name)
-        return operator
-
-    return decorator
+    return GROWTH_OPERATORS.register(name)
 
 
 def grow(
@@ -45,12 +37,7 @@ def grow(
     The input and output sizes must stay the same: growth changes the inside of the
     network, not its task.
     """
-    grow_fn = _OPERATORS.get(operator)
-    if grow_fn is None:
-        raise ValueError(
-            f"unknown growth operator {operator!r}; valid: {sorted(_OPERATORS)} "
-            "(register more with register_growth_operator)"
-        )
+    grow_fn = GROWTH_OPERATORS.get(operator)
     old_config = getattr(model, "config", None)
     for field in ("in_features", "out_features"):
         old, new = getattr(old_config, field, None), getattr(new_config, field, None)

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 
 from morphtune.methods.sparsity._validation import check_density
+from morphtune.registry import Registry
 
 __all__ = [
     "LAYER_DISTRIBUTIONS",
@@ -28,22 +29,15 @@ __all__ = [
 #: ``raw(shape, erk_power) -> float``: a layer's unnormalised density.
 RawDensityFn = Callable[[tuple[int, ...], float], float]
 
-_RAW_DENSITY: dict[str, RawDensityFn] = {}
-#: Names of the registered layer distributions (kept in sync by the decorator).
-LAYER_DISTRIBUTIONS: list[str] = []
+#: The registered raw-density functions; iterates over their names in registration order.
+LAYER_DISTRIBUTIONS: Registry[RawDensityFn] = Registry(
+    "layer distribution", "register_layer_distribution"
+)
 
 
 def register_layer_distribution(name: str) -> Callable[[RawDensityFn], RawDensityFn]:
     """Decorator registering ``raw(shape, erk_power) -> float`` under ``name``."""
-
-    def decorator(raw: RawDensityFn) -> RawDensityFn:
-        if name in _RAW_DENSITY:
-            raise ValueError(f"layer distribution {name!r} is already registered")
-        _RAW_DENSITY[name] = raw
-        LAYER_DISTRIBUTIONS.append(name)
-        return raw
-
-    return decorator
+    return LAYER_DISTRIBUTIONS.register(name)
 
 
 @register_layer_distribution("uniform")
@@ -96,12 +90,7 @@ def layer_densities(
     ``erk_power`` is ERK's exponent ``p`` (``p = 0`` is uniform before capping);
     ``dense_layers`` are forced to density 1 and count against the budget.
     """
-    raw_fn = _RAW_DENSITY.get(distribution)
-    if raw_fn is None:
-        raise ValueError(
-            f"unknown layer distribution {distribution!r}; valid: {sorted(_RAW_DENSITY)} "
-            "(register more with register_layer_distribution)"
-        )
+    raw_fn = LAYER_DISTRIBUTIONS.get(distribution)
     density = check_density(density)
     if isinstance(erk_power, bool) or not isinstance(erk_power, int | float) or not erk_power >= 0:
         raise ValueError(f"erk_power must satisfy erk_power >= 0, but got erk_power={erk_power!r}")

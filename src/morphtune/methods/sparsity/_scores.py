@@ -8,6 +8,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from morphtune.registry import Registry
+
 __all__ = ["PRUNING_METHODS", "ScoreFn", "get_pruning_method", "register_pruning_method"]
 
 
@@ -23,33 +25,18 @@ class ScoreFn(Protocol):
     ) -> dict[str, torch.Tensor]: ...
 
 
-_SCORES: dict[str, ScoreFn] = {}
-#: Names of the registered pruning scores (kept in sync by the decorator).
-PRUNING_METHODS: list[str] = []
+#: The registered pruning scores; iterates over their names in registration order.
+PRUNING_METHODS: Registry[ScoreFn] = Registry("pruning method", "register_pruning_method")
 
 
 def register_pruning_method(name: str) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator registering a :class:`ScoreFn` under ``name``."""
-
-    def decorator(score: ScoreFn) -> ScoreFn:
-        if name in _SCORES:
-            raise ValueError(f"pruning method {name!r} is already registered")
-        _SCORES[name] = score
-        PRUNING_METHODS.append(name)
-        return score
-
-    return decorator
+    return PRUNING_METHODS.register(name)
 
 
 def get_pruning_method(name: str) -> ScoreFn:
     """The score function registered under ``name``."""
-    score = _SCORES.get(name)
-    if score is None:
-        raise ValueError(
-            f"unknown pruning method {name!r}; valid: {sorted(_SCORES)} "
-            "(register more with register_pruning_method)"
-        )
-    return score
+    return PRUNING_METHODS.get(name)
 
 
 @register_pruning_method("random")
