@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,29 +57,43 @@ def _prepare_dir(root: Path, sweep_id: str, overwrite: bool) -> Path:
     return directory
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def init_ray(
     address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False
 ) -> None:
     """Connect to ``address``; else to the cluster ``RAY_ADDRESS`` names (as it is for a
-    driver submitted as a Ray Job); else start an embedded local Ray. "local" is explicit
-    so that an address a past ``ray start`` left in /tmp/ray is never picked up: that
-    cluster may be gone, or belong to someone else.
+    driver submitted as a Ray Job); else start an embedded local Ray.
 
     Trials rely on the Ray Train settings in ``TRAIN_ENV_DEFAULTS`` (user values win).
-    The dashboard stays on: Ray Train's PlacementGroupCleaner finds dead trial controllers
-    through the State API it serves; without it every trial that Tune ends leaks its
-    workers' placement group and the sweep stalls.
+    An embedded Ray must also tell its workers where its own State API is: Ray Train's
+    PlacementGroupCleaner looks the trial controller up there, and without an address it
+    falls back to the cluster a past ``ray start`` recorded in /tmp/ray, which may be
+    gone (the lookups time out) or be another cluster (the controller is never found).
+    Either way the cleaner fails, every trial that Tune ends leaks its workers'
+    placement group, and the sweep stalls. So the dashboard (which serves the State
+    API) gets a port chosen here, and every worker is told its URL.
     """
     for key, value in TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    env_vars = {key: os.environ[key] for key in TRAIN_ENV_DEFAULTS}
+    options: dict[str, object] = {}
     if not address and not os.environ.get("RAY_ADDRESS"):
-        address = "local"
+        address = "local"  # never attach to whatever /tmp/ray/ray_current_cluster names
+        port = _free_port()
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
         address=address or None,
         num_cpus=num_cpus,
-        runtime_env={"env_vars": {key: os.environ[key] for key in TRAIN_ENV_DEFAULTS}},
+        runtime_env={"env_vars": env_vars},
         log_to_driver=log_to_driver,
         logging_level=logging.WARNING,
+        **options,
     )
 
 

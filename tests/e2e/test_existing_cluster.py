@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,10 @@ def head_node(tmp_path: Path) -> Iterator[str]:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
         log.close()
+        # `ray start` recorded this cluster as the machine's current one; it is gone now
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_run_on_an_existing_cluster(head_node: str, tmp_path: Path) -> None:

@@ -21,12 +21,12 @@ from ray.tune import Callback
 from morphtune.spec import SweepSpec, flatten_config, resolve_trial_config
 from morphtune.store._writer import ResultWriter
 
-__all__ = ["STORED_RESULT_KEYS", "StoreCallback"]
+__all__ = ["StoreCallback"]
 
 log = logging.getLogger(__name__)
 
-#: Tune's own bookkeeping keys kept next to the trial's metrics.
-STORED_RESULT_KEYS = ("time_total_s", "checkpoint_path")
+#: Tune's bookkeeping keys, left out of the stored metrics (``time_total_s`` and the
+#: ``checkpoint_path`` of the epoch are kept).
 _TUNE_KEYS = {
     "config",
     "trial_id",
@@ -99,9 +99,7 @@ class StoreCallback(Callback):
     ) -> None:
         step = int(result.get("training_iteration", 0))
         metrics = {
-            key: value
-            for key, value in result.items()
-            if key not in _TUNE_KEYS and (_scalar(value) or key in STORED_RESULT_KEYS)
+            key: value for key, value in result.items() if key not in _TUNE_KEYS and _scalar(value)
         }
         self._pending.append(
             {
