@@ -21,11 +21,13 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/morphtune
 	$(BIN)/python -m morphtune.service.codegen --check
 	$(BIN)/python -m pytest -q tests
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/morphtune
 	$(BIN)/ruff format --check src tests benchmarks
 
 proto: venv

@@ -81,19 +81,20 @@ def init_ray(
     for key, value in TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     env_vars = {key: os.environ[key] for key in TRAIN_ENV_DEFAULTS}
-    options: dict[str, object] = {}
-    if not address and not os.environ.get("RAY_ADDRESS"):
+    embedded = not address and not os.environ.get("RAY_ADDRESS")
+    dashboard_port = _free_port() if embedded else None
+    if embedded:
         address = "local"  # never attach to whatever /tmp/ray/ray_current_cluster names
-        port = _free_port()
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
-        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
     ray.init(
         address=address or None,
         num_cpus=num_cpus,
         runtime_env={"env_vars": env_vars},
         log_to_driver=log_to_driver,
         logging_level=logging.WARNING,
-        **options,
+        include_dashboard=True if embedded else None,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
     )
 
 

@@ -72,7 +72,7 @@ class MLP(nn.Module):
         super().__init__()
         if not isinstance(config, MLPConfig):
             raise ValueError(f"config must be an MLPConfig, but got {type(config).__name__}")
-        self.config = config
+        self.config: MLPConfig = config
         widths = config.widths
         self.layers = nn.ModuleList(
             nn.Linear(widths[i], widths[i + 1], bias=config.bias) for i in range(len(widths) - 1)

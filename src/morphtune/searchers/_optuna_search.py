@@ -41,7 +41,10 @@ class SafeOptunaSearch(OptunaSearch):
             state, told = TrialState.FAIL, None
         else:
             state, told = TrialState.COMPLETE, float(value)
-        self._ot_study.tell(ot_trial, told, state=state)
+        study = self._ot_study
+        if study is None:
+            raise RuntimeError("SafeOptunaSearch got a trial result before it was set up")
+        study.tell(ot_trial, told, state=state)
         self._completed_trials.add(trial_id)
 
     @property

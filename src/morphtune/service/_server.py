@@ -7,9 +7,11 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,9 @@ __all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "make_server", "serve"]
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9464
 _LOGGER = logging.getLogger(__name__)
+
+# What ``signal.signal`` accepts and returns (a handler, SIG_DFL/SIG_IGN, or None).
+_SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ def serve(
         _LOGGER.info("morphtune service stopped")
 
 
-def _install_signal_handlers(stop: threading.Event) -> dict[int, object]:
+def _install_signal_handlers(stop: threading.Event) -> dict[int, _SignalHandler]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 

@@ -25,7 +25,7 @@ __all__ = ["DRIVER_RESOURCES", "TRAIN_ENV_DEFAULTS", "make_trainable"]
 #: takes no CPU: even a sliver (0.01) would leave 1.98 of 2 CPUs, and then two 1-CPU
 #: Train workers can never be placed side by side. A bundle must not be empty, so it
 #: asks for a token amount of memory instead.
-DRIVER_RESOURCES = {"cpu": 0, "memory": 1 << 20}
+DRIVER_RESOURCES: dict[str, float] = {"cpu": 0.0, "memory": float(1 << 20)}
 
 #: Ray Train polls workers every 2 s by default, and each ``report`` blocks until the
 #: poll drains it: a 20-epoch trial would spend ~30 s waiting. A short poll keeps a
@@ -59,7 +59,9 @@ def make_trainable(spec: SweepSpec, storage_path: str) -> Any:
             run_config=ray.train.RunConfig(
                 name=f"{sweep_name}-{trial_id}",
                 storage_path=storage_path,
-                callbacks=[TuneReportCallback()],
+                # Train V2's RunConfig takes Train callbacks; the static type of
+                # ray.train.RunConfig is still V1's, which expects Tune callbacks
+                callbacks=[TuneReportCallback()],  # type: ignore[list-item]
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             ),

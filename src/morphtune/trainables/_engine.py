@@ -64,7 +64,7 @@ class TrialEngine:
         training = self.trial["training"]
         self.epochs: int = training["epochs"]
         self.batch_size = max(1, training["batch_size"] // world_size)
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[Any] = DistributedSampler(
             data.train, num_replicas=world_size, rank=rank, shuffle=True, seed=training["seed"]
         )
         self.loader = DataLoader(data.train, batch_size=self.batch_size, sampler=self.sampler)
@@ -135,6 +135,14 @@ class TrialEngine:
             )
         self._cost = model_cost(self.model)
 
+    @property
+    def model_config(self) -> MLPConfig:
+        """The current (possibly grown) model's configuration."""
+        config = getattr(self.model, "config", None)
+        if not isinstance(config, MLPConfig):
+            raise TypeError(f"model family without an MLPConfig: {type(self.model).__name__}")
+        return config
+
     # ------------------------------------------------------------------ training
 
     def learning_rate(self, step: int) -> float:
@@ -147,7 +155,7 @@ class TrialEngine:
         """Apply the configured growth operator to the current model (function-preserving
         for net2net) and rebuild the optimizer and the data-parallel wrapper."""
         growth = self.trial["growth"]
-        target = growth_target(self.model.config, growth["factor"])
+        target = growth_target(self.model_config, growth["factor"])
         seed = self.trial["training"]["seed"] + 7919
         self.model = grow(self.model, target, growth["operator"], seed=seed).to(self.device)
         self.masks = MaskSet.from_model(self.model) if find_masks(self.model) else None
@@ -199,7 +207,7 @@ class TrialEngine:
     def metrics(self) -> dict[str, Any]:
         """Everything a trial reports after an epoch (see ``spec.REPORTED_METRICS``)."""
         val_loss, val_acc = self.evaluate()
-        config: MLPConfig = self.model.config
+        config = self.model_config
         cost = self._cost
         return {
             "epoch": self.epoch,
@@ -223,7 +231,7 @@ class TrialEngine:
     def state_dict(self) -> dict[str, Any]:
         return {
             "trial": self.trial,
-            "model_config": asdict(self.model.config),
+            "model_config": asdict(self.model_config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,

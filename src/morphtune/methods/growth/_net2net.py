@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,9 +22,14 @@ def _check_mlp(model: object) -> MLP:
     return model
 
 
+def _linears(model: MLP) -> list[nn.Linear]:
+    """``model.layers`` typed as the ``nn.Linear`` layers an :class:`MLP` holds."""
+    return [cast(nn.Linear, layer) for layer in model.layers]
+
+
 def _empty_mlp_like(model: MLP, config: MLPConfig) -> MLP:
     """An uninitialised MLP on ``model``'s device and dtype (no global RNG draws)."""
-    reference = model.layers[0].weight
+    reference = _linears(model)[0].weight
     with torch.device("meta"):
         grown = MLP(config)
     grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
@@ -122,7 +128,8 @@ def net2net_widen(
     source_masks = find_masks(model)
     widened = _empty_mlp_like(model, replace(config, hidden=new_hidden))
     grown_masks: dict[str, torch.Tensor] = {}
-    for index, (layer, wide_layer) in enumerate(zip(model.layers, widened.layers, strict=True)):
+    layer_pairs = zip(_linears(model), _linears(widened), strict=True)
+    for index, (layer, wide_layer) in enumerate(layer_pairs):
         rows = maps[index] if index < len(maps) else None
         cols = maps[index - 1] if index > 0 else None
         name = f"layers.{index}.weight"
@@ -162,16 +169,17 @@ def net2net_deepen(model: MLP, at: int) -> MLP:
     deepened = _empty_mlp_like(model, replace(config, hidden=hidden))
     source_masks = find_masks(model)
     moved_masks: dict[str, torch.Tensor] = {}
-    for index, layer in enumerate(model.layers):
+    deepened_layers = _linears(deepened)
+    for index, layer in enumerate(_linears(model)):
         new_index = index if index <= at else index + 1
-        target = deepened.layers[new_index]
+        target = deepened_layers[new_index]
         target.weight.copy_(layer.weight)
         if layer.bias is not None:
             target.bias.copy_(layer.bias)
         mask = source_masks.get(f"layers.{index}.weight")
         if mask is not None:
             moved_masks[f"layers.{new_index}.weight"] = mask
-    identity = deepened.layers[at + 1]
+    identity = deepened_layers[at + 1]
     nn.init.eye_(identity.weight)
     if identity.bias is not None:
         nn.init.zeros_(identity.bias)
