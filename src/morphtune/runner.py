@@ -28,8 +28,6 @@ from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
 
 __all__ = ["SweepExistsError", "SweepOutcome", "init_ray", "run_sweep"]
 
-log = logging.getLogger(__name__)
-
 
 class SweepExistsError(FileExistsError):
     """The sweep's directory already holds results and overwriting was not asked for."""

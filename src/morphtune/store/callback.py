@@ -9,7 +9,6 @@ a worker restart is stored once.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Mapping
@@ -23,7 +22,6 @@ from morphtune.store._writer import ResultWriter
 
 __all__ = ["StoreCallback"]
 
-log = logging.getLogger(__name__)
 
 #: Tune's bookkeeping keys, left out of the stored metrics (``time_total_s`` and the
 #: ``checkpoint_path`` of the epoch are kept).
