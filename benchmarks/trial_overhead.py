@@ -50,11 +50,8 @@ search:
 
 def train_once(trial: dict[str, Any], report: Any = None) -> float:
     data = load_dataset("digits", seed=0)
-    engine = TrialEngine(trial, data)
     acc = 0.0
-    while engine.epoch < engine.epochs:
-        engine.train_epoch()
-        metrics = engine.metrics()
+    for metrics in TrialEngine(trial, data).run_epochs():
         acc = metrics["val_acc"]
         if report is not None:
             report({"val_acc": acc})

@@ -54,7 +54,7 @@ def test_defaults_fill_a_minimal_spec() -> None:
         ("name: a\nmodel:\n  width: 0\n", "model.width", 3, 0, "greater than or equal to 1"),
         ("name: a\nmodel:\n  wdith: 8\n", "model.wdith", 3, 8, "unknown key"),
         ("name: a\ntraining: {lr: -0.1}\n", "training.lr", 2, -0.1, "greater than 0"),
-        ("name: 'bad name!'\n", "name", 1, "bad name!", "pattern"),
+        ("name: 'bad name!'\n", "name", 1, "bad name!", "must match [A-Za-z0-9]"),
         ("name: a\ngrowth: {operator: lemonade}\n", "growth.operator", 2, "lemonade", "net2net"),
         ("name: a\nsparsity: {method: snipe}\n", "sparsity.method", 2, "snipe", "magnitude"),
         (

@@ -93,11 +93,18 @@ def _cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(best, indent=2, sort_keys=True))
         return EXIT_OK
-    print(f"sweep {best['sweep_id']}: best {best['metric']} ({best['mode']}) = {best['value']:.6g}")
-    print(f"  trial {best['trial_id']}, iteration {best['iteration']}")
-    for key, value in sorted(best["config"].items()):
-        print(f"  {key} = {value}")
+    print(format_best(best))
     return EXIT_OK
+
+
+def format_best(best: dict[str, Any]) -> str:
+    """A best-config answer (``SweepClient.best``) as a few readable lines."""
+    lines = [
+        f"sweep {best['sweep_id']}: best {best['metric']} ({best['mode']}) = {best['value']:.6g}",
+        f"  trial {best['trial_id']}, iteration {best['iteration']}",
+    ]
+    lines += [f"  {key} = {value}" for key, value in sorted(best["config"].items())]
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:

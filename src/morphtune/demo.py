@@ -17,12 +17,10 @@ __all__ = ["run_demo"]
 
 
 def run_demo(spec: SweepSpec, *, results_root: str | Path | None = None) -> int:
-    from prometheus_client import CollectorRegistry
-
-    from morphtune.metrics import SweepCollector, start_metrics_http
+    from morphtune.cli import format_best
+    from morphtune.metrics import build_registry, start_metrics_http
     from morphtune.runner import run_sweep
     from morphtune.service import SweepClient, make_server
-    from morphtune.store import SweepStore
 
     root = Path(results_root or spec.storage.results).resolve()
     print(
@@ -38,8 +36,7 @@ def run_demo(spec: SweepSpec, *, results_root: str | Path | None = None) -> int:
         f"{outcome.trial_states}; results in {outcome.results_dir}"
     )
 
-    registry = CollectorRegistry()
-    registry.register(SweepCollector(SweepStore(root)))
+    registry = build_registry(root)
     server, port = make_server(root, port=0, metrics_registry=registry)
     server.start()
     http, metrics_port = start_metrics_http(0, registry)
@@ -54,10 +51,8 @@ def run_demo(spec: SweepSpec, *, results_root: str | Path | None = None) -> int:
         http.shutdown()
         http.server_close()
 
-    print(f"[morphtune] best configuration (GetBestConfig over gRPC, sweep {best['sweep_id']}):")
-    print(f"  trial {best['trial_id']} at iteration {best['iteration']}")
-    for key, value in sorted(best["config"].items()):
-        print(f"    {key} = {value}")
+    print("[morphtune] best configuration, read back with GetBestConfig over gRPC:")
+    print(format_best(best))
     metrics = best["metrics"]
     print(
         f"  validation accuracy = {metrics.get('val_acc', float('nan')):.4f}   "

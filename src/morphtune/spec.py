@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from morphtune.store._schema import validate_sweep_id
 
 __all__ = [
     "REPORTED_METRICS",
@@ -56,8 +65,6 @@ REPORTED_METRICS: dict[str, str] = {
 #: The sections of a spec that make up one trial's configuration (and may be searched).
 TRIAL_SECTIONS = ("dataset", "model", "training", "growth", "sparsity")
 
-_NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -88,34 +95,37 @@ def _registered(kind: str) -> list[str]:
     raise KeyError(kind)
 
 
-def _check_registered(kind: str, value: str) -> str:
-    valid = _registered(kind)
-    if value not in valid:
-        raise ValueError(f"must be one of {valid}")
-    return value
+def _registered_name(kind: str) -> AfterValidator:
+    """A validator accepting exactly the names registered for ``kind``."""
+
+    def check(value: str) -> str:
+        valid = _registered(kind)
+        if value not in valid:
+            raise ValueError(f"must be one of {valid}")
+        return value
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, _registered_name("dataset")]
+ModelFamily = Annotated[str, _registered_name("model")]
+GrowthOperatorName = Annotated[str, _registered_name("growth")]
+PruningMethodName = Annotated[str, _registered_name("pruning")]
+DistributionName = Annotated[str, _registered_name("distribution")]
+SweepName = Annotated[str, AfterValidator(validate_sweep_id)]
 
 
 class DatasetSpec(_Strict):
-    name: str = "digits"
+    name: DatasetName = "digits"
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return _check_registered("dataset", value)
-
 
 class ModelSpec(_Strict):
-    family: str = "mlp"
+    family: ModelFamily = "mlp"
     width: int = Field(64, ge=1, le=65536)
     depth: int = Field(2, ge=1, le=64)
-
-    @field_validator("family")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return _check_registered("model", value)
 
 
 class TrainingSpec(_Strict):
@@ -132,33 +142,18 @@ class TrainingSpec(_Strict):
 class GrowthSpec(_Strict):
     """When and how much to grow: one event at ``at_fraction`` of the step budget."""
 
-    operator: str = "none"
+    operator: GrowthOperatorName = "none"
     at_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     factor: float = Field(2.0, gt=1.0, le=16.0)
     noise: float = Field(0.0, ge=0.0, le=1.0)
-
-    @field_validator("operator")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return _check_registered("growth", value)
 
 
 class SparsitySpec(_Strict):
     """Pruning at initialisation: score method, overall density, layer distribution."""
 
-    method: str = "none"
+    method: PruningMethodName = "none"
     density: float = Field(1.0, gt=0.0, le=1.0)
-    distribution: str = "uniform"
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        return _check_registered("pruning", value)
-
-    @field_validator("distribution")
-    @classmethod
-    def _known_distribution(cls, value: str) -> str:
-        return _check_registered("distribution", value)
+    distribution: DistributionName = "uniform"
 
 
 _SECTION_MODELS: dict[str, type[_Strict]] = {
@@ -290,7 +285,7 @@ class StorageSpec(_Strict):
 class SweepSpec(_Strict):
     """A whole sweep: base trial sections, search, resources and storage."""
 
-    name: str = Field(pattern=_NAME_RULE)
+    name: SweepName  # the default sweep id: the store's directory-name rule applies
     description: str = ""
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -450,15 +445,13 @@ def parse_spec(text: str, *, source: str = "<spec>") -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(source, _issues_from_validation(exc, data, lines)) from exc
-    issues = _check_space(spec, data, lines) + _check_cross_fields(spec, data, lines)
+    issues = _check_space(spec, lines) + _check_cross_fields(spec, lines)
     if issues:
         raise SpecError(source, issues)
     return spec
 
 
-def _check_space(
-    spec: SweepSpec, data: Any, lines: Mapping[tuple[str, ...], int]
-) -> list[SpecIssue]:
+def _check_space(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
     """Each searched key must name a trial field, and every value it can take must be valid."""
     issues: list[SpecIssue] = []
     declared: dict[str, Param] = {}
@@ -538,9 +531,7 @@ def _check_condition(
     return issues
 
 
-def _check_cross_fields(
-    spec: SweepSpec, data: Any, lines: Mapping[tuple[str, ...], int]
-) -> list[SpecIssue]:
+def _check_cross_fields(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
     issues = []
     scheduler = spec.search.scheduler
     if scheduler.name == "asha" and scheduler.grace_period > spec.training.epochs:
@@ -596,7 +587,3 @@ def flatten_config(trial: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
         else:
             flat[name] = value
     return flat
-
-
-def sweep_name_is_valid(name: str) -> bool:
-    return re.fullmatch(_NAME_RULE, name) is not None

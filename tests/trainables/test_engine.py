@@ -56,6 +56,23 @@ def test_growth_happens_once_at_the_planned_step_and_keeps_the_function() -> Non
     assert torch.max(torch.abs(after - before)) <= 1e-5
 
 
+def test_growth_noise_breaks_replica_symmetry() -> None:
+    """growth.noise reaches the operator: Net2Net replicas (new hidden units copying an
+    old one) have identical fan-in rows without noise and distinct rows with it."""
+
+    def replica_rows_identical(noise: float) -> bool:
+        run = engine({"growth.operator": "net2net", "growth.factor": 2.0, "growth.noise": noise})
+        old_width = run.model_config.hidden[0]
+        run.grow_now()
+        weight = run.model.layers[0].weight.detach()
+        new_rows = weight[old_width:]
+        # every new row equals some old row exactly iff no noise was added
+        return all(any(torch.equal(row, old) for old in weight[:old_width]) for row in new_rows)
+
+    assert replica_rows_identical(0.0)
+    assert not replica_rows_identical(0.05)
+
+
 def test_growth_inside_training_and_flops_accounting() -> None:
     run = engine({"growth.operator": "net2net", "growth.at_fraction": 0.5})
     small_flops = run.metrics()["flops"]

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from morphtune.metrics import GrpcServerMetrics, SweepCollector, start_metrics_http
+from morphtune.metrics import GrpcServerMetrics, build_registry, start_metrics_http
 from morphtune.service._interceptors import MetricsInterceptor
 from morphtune.service._servicer import SERVICE_NAME, SweepServicer
 from morphtune.service.v1 import morphtune_pb2_grpc
@@ -116,8 +116,7 @@ def serve(
     installed only when called from the main thread; they are restored on return.
     """
     stop = stop or threading.Event()
-    registry = CollectorRegistry()
-    registry.register(SweepCollector(SweepStore(store_root)))
+    registry = build_registry(store_root)
     built = _build(store_root, host, port, registry, max_workers=8)
     metrics_http = None
     if metrics_port is not None:

@@ -60,6 +60,7 @@ class StoreCallback(Callback):
         self._pending: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._last_iteration: dict[str, int] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- helpers
 
@@ -78,10 +79,16 @@ class StoreCallback(Callback):
         return state
 
     def _trial_config(self, trial: Any) -> dict[str, Any]:
-        try:
-            return flatten_config(resolve_trial_config(self.spec, trial.config))
-        except ValueError:
-            return {key: value for key, value in trial.config.items() if _scalar(value)}
+        """The trial's resolved, flattened config (resolved once per trial: it is the
+        same for every result the trial reports)."""
+        config = self._configs.get(trial.trial_id)
+        if config is None:
+            try:
+                config = flatten_config(resolve_trial_config(self.spec, trial.config))
+            except ValueError:  # the trial fails the same way; keep what was sampled
+                config = {key: value for key, value in trial.config.items() if _scalar(value)}
+            self._configs[trial.trial_id] = config
+        return config
 
     def flush(self) -> int:
         if not self._pending:

@@ -7,7 +7,6 @@ workers hold the real resources (``resources`` in the spec).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,8 @@ DRIVER_RESOURCES: dict[str, float] = {"cpu": 0.0, "memory": float(1 << 20)}
 #: Ray Train polls workers every 2 s by default, and each ``report`` blocks until the
 #: poll drains it: a 20-epoch trial would spend ~30 s waiting. A short poll keeps a
 #: report under ~0.1 s. The preemption watcher is one more actor per trial for a cloud
-#: feature a local or KubeRay cluster does not need by default.
+#: feature a local or KubeRay cluster does not need by default. ``runner.init_ray`` puts
+#: these into the job's runtime environment (a value the user set wins).
 TRAIN_ENV_DEFAULTS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
@@ -39,14 +39,11 @@ TRAIN_ENV_DEFAULTS = {
 
 def make_trainable(spec: SweepSpec, storage_path: str) -> Any:
     """A resource-tagged Tune trainable running each trial as a TorchTrainer job."""
-    spec_dict = spec.to_dict()
     resources = spec.resources
     sweep_name = spec.name
 
     def run_trial(config: dict[str, Any]) -> None:
-        for key, value in TRAIN_ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        trial = resolve_trial_config(SweepSpec.model_validate(spec_dict), config)
+        trial = resolve_trial_config(spec, config)
         trial_id = tune.get_context().get_trial_id()
         trainer = ray.train.torch.TorchTrainer(
             train_loop_per_worker,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -157,7 +157,9 @@ class TrialEngine:
         growth = self.trial["growth"]
         target = growth_target(self.model_config, growth["factor"])
         seed = self.trial["training"]["seed"] + 7919
-        self.model = grow(self.model, target, growth["operator"], seed=seed).to(self.device)
+        self.model = grow(
+            self.model, target, growth["operator"], seed=seed, noise=growth["noise"]
+        ).to(self.device)
         self.masks = MaskSet.from_model(self.model) if find_masks(self.model) else None
         self.grown = True
         self._attach()
@@ -190,6 +192,12 @@ class TrialEngine:
         self.train_seconds += time.perf_counter() - started
         self.last_train_loss = total / max(batches, 1)
         return self.last_train_loss
+
+    def run_epochs(self) -> Iterator[dict[str, Any]]:
+        """Train the remaining epochs, yielding :meth:`metrics` after each one."""
+        while self.epoch < self.epochs:
+            self.train_epoch()
+            yield self.metrics()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:

@@ -60,9 +60,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
         engine.load_state_dict(state)
-    while engine.epoch < engine.epochs:
-        engine.train_epoch()
-        metrics = engine.metrics()
+    for metrics in engine.run_epochs():
         if world_size > 1:
             metrics["rank_divergence"] = _rank_divergence(engine.model)
         if rank == 0:

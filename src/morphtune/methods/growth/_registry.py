@@ -15,9 +15,15 @@ __all__ = ["GROWTH_OPERATORS", "GrowthOperator", "grow", "register_growth_operat
 
 
 class GrowthOperator(Protocol):
-    """``operator(model, new_config, seed=...) -> grown model``."""
+    """``operator(model, new_config, seed=..., noise=...) -> grown model``.
 
-    def __call__(self, model: nn.Module, new_config: Any, *, seed: int) -> nn.Module: ...
+    ``noise`` is the relative symmetry-breaking noise on new units (0 keeps a
+    function-preserving operator exact).
+    """
+
+    def __call__(
+        self, model: nn.Module, new_config: Any, *, seed: int, noise: float
+    ) -> nn.Module: ...
 
 
 #: The registered growth operators; iterates over their names in registration order.
@@ -30,7 +36,12 @@ def register_growth_operator(name: str) -> Callable[[GrowthOperator], GrowthOper
 
 
 def grow(
-    model: nn.Module, new_config: Any, operator: str = "net2net", *, seed: int = 0
+    model: nn.Module,
+    new_config: Any,
+    operator: str = "net2net",
+    *,
+    seed: int = 0,
+    noise: float = 0.0,
 ) -> nn.Module:
     """Grow ``model`` to ``new_config`` with the named operator; ``model`` is left as is.
 
@@ -46,11 +57,11 @@ def grow(
                 f"growth keeps {field}: new_config.{field} must equal the model's {old}, "
                 f"but got {new}"
             )
-    return grow_fn(model, new_config, seed=seed)
+    return grow_fn(model, new_config, seed=seed, noise=noise)
 
 
 @register_growth_operator("net2net")
-def _net2net_grow(model: nn.Module, new_config: Any, *, seed: int) -> nn.Module:
+def _net2net_grow(model: nn.Module, new_config: Any, *, seed: int, noise: float) -> nn.Module:
     """Net2Wider on the existing hidden layers, then Net2Deeper identity layers appended
     after the last one and widened to their targets. Lossless end to end."""
     if not isinstance(model, MLP) or not isinstance(new_config, MLPConfig):
@@ -74,10 +85,10 @@ def _net2net_grow(model: nn.Module, new_config: Any, *, seed: int) -> nn.Module:
                 f"{old.depth - 1}, so new_config.hidden[{index}] must be >= {last}, "
                 f"but got {new.hidden[index]}"
             )
-    grown = net2net_widen(model, new.hidden[: old.depth], seed=seed)
+    grown = net2net_widen(model, new.hidden[: old.depth], seed=seed, noise=noise)
     if new.depth == old.depth:
         return grown
     for index in range(old.depth, new.depth):
         grown = net2net_deepen(grown, at=index - 1)
     # A second, independent draw for the replicas of the inserted layers.
-    return net2net_widen(grown, new.hidden, seed=seed + 1)
+    return net2net_widen(grown, new.hidden, seed=seed + 1, noise=noise)
