@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,95 @@ def test_cli_spec_check_accepts_example(tmp_path: Path) -> None:
     result = run_cli("spec", "check", str(EXAMPLE), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+# --------------------------------------------------------------------- growth plans
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "rule"),
+    [
+        (  # an operator that does not exist
+            "growth: {operator: grow-everything}",
+            "growth.operator",
+            r"must be one of \['none', .*'lemon'.*'net2net'",
+        ),
+        (  # a family the operator cannot handle
+            "model: {family: vit, width: 32}\ngrowth: {operator: net2net}",
+            "growth",
+            r"growth operator 'net2net' cannot grow model family 'vit'; it grows \['mlp', 'cnn'\]",
+        ),
+        (  # a target smaller than the source
+            "growth: {operator: lemon, plan: [{at_fraction: 0.3, width: 32}]}",
+            "growth",
+            r"growth cannot shrink a model: .* must be >= the model's \(64, 2\), but got \(32, 2\)",
+        ),
+        (  # LEMON deeper than 2x in one event
+            "model: {family: gpt, width: 32}\n"
+            "growth: {operator: lemon, factor: 1.0, depth_factor: 3}",
+            "growth",
+            r"grows depth at most 2x per event",
+        ),
+        (  # G_stack never changes the width
+            "model: {family: gpt, width: 32}\n"
+            "growth: {operator: stack, factor: 2.0, depth_factor: 2}",
+            "growth",
+            r"stack",
+        ),
+        (  # events out of order
+            "growth: {operator: net2net, plan: [{at_fraction: 0.5}, {at_fraction: 0.4}]}",
+            "growth",
+            r"growth event 1 falls at step 4000, but must come after step 5000",
+        ),
+        (
+            "growth: {operator: net2net, factor: 0.5}",
+            "growth.factor",
+            r"greater than or equal to 1",
+        ),
+        (
+            "growth: {operator: lemon, factor: 1.0}",
+            "growth",
+            r"growth event 0 does not grow the model: a growth event must grow something",
+        ),
+        (
+            "growth: {operator: lemon, plan: [{at_fraction: 0.3, at_step: 4}]}",
+            "growth.plan.0",
+            r"give exactly one of at_fraction and at_step",
+        ),
+    ],
+)
+def test_bad_growth_configs_fail_at_spec_check(body: str, path: str, rule: str) -> None:
+    issue = only_issue(f"name: g\n{body}\n")
+    assert issue.path == path
+    assert re.search(rule, issue.rule), issue.rule
+    assert issue.line is not None
+
+
+def test_searched_growth_combinations_are_checked_per_family() -> None:
+    text = """
+name: g
+model: {family: mlp, width: 32}
+growth: {operator: lemon}
+search:
+  space:
+    model.family: {type: categorical, choices: [mlp, cnn, gpt]}
+    growth.operator: {type: categorical, choices: [lemon, net2net]}
+"""
+    issues = issues_of(text)
+    assert len(issues) == 1  # only net2net on gpt is impossible
+    assert issues[0].path == "search.space"
+    assert issues[0].value == {"model.family": "gpt", "growth.operator": "net2net"}
+    assert "cannot grow model family 'gpt'" in issues[0].rule
+
+
+def test_conditions_limit_the_checked_combinations() -> None:
+    text = """
+name: g
+model: {family: gpt, width: 32}
+growth: {operator: lemon, factor: 1.0, depth_factor: 2.0}
+search:
+  space:
+    growth.operator: {type: categorical, choices: [lemon, stack]}
+    growth.factor: {type: categorical, choices: [1.0, 2.0], when: {growth.operator: [lemon]}}
+"""
+    parse_spec(text)  # valid: stack only ever sees the base factor 1.0

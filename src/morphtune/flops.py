@@ -12,12 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from morphtune.methods.sparsity import find_masks, layer_counts, layer_densities
 from morphtune.models import MLPConfig
 
-__all__ = ["Cost", "mlp_cost", "model_cost"]
+__all__ = ["Cost", "config_cost", "mlp_cost", "model_cost"]
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,29 @@ def mlp_cost(
     return Cost(params=weights + biases, nonzero_params=kept + biases, flops=2 * kept + biases)
 
 
+_FREE_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.Embedding)
+
+
 def model_cost(model: nn.Module) -> Cost:
     """Cost of a built model, counting its ``*_keep_mask`` buffers where present.
 
-    ``params`` covers every parameter. FLOPs are counted for ``nn.Linear`` layers; a
-    parameter-owning module of another type raises ``ValueError`` rather than being
-    silently counted as free.
+    ``params`` covers every parameter. A model family says through ``flop_uses()`` how
+    often per sample each ``nn.Linear``/``nn.Conv2d`` is applied (tokens, output
+    positions), and through ``extra_flops()`` what its parameter-free products cost
+    (attention); a weight entry costs a multiply-add (2 FLOPs) per use, a bias one add.
+    Norms, embedding lookups and loose parameters (position embeddings) count as free,
+    like activations. A model without ``flop_uses`` is counted as applying each linear
+    once; a parameter-owning module that cannot be counted raises ``ValueError`` rather
+    than being silently free.
     """
     masks = find_masks(model)
-    params = nonzero = flops = 0
+    uses_of = getattr(model, "flop_uses", None)
+    uses: dict[str, int] | None = uses_of() if callable(uses_of) else None
+    params = nonzero = 0
+    flops = 0
+    extra_of = getattr(model, "extra_flops", None)
+    if callable(extra_of):
+        flops += int(extra_of())
     for module_name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
         if not own:
@@ -95,11 +110,33 @@ def model_cost(model: nn.Module) -> Cost:
         }
         params += sum(param.numel() for param in own.values())
         nonzero += sum(kept.values())
-        if isinstance(module, nn.Linear):
-            flops += 2 * kept["weight"] + (module.out_features if module.bias is not None else 0)
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            if uses is None and isinstance(module, nn.Linear):
+                applied = 1
+            elif uses is not None and module_name in uses:
+                applied = uses[module_name]
+            else:
+                raise ValueError(
+                    f"model_cost cannot count module {module_name!r} ({type(module).__name__}): "
+                    "the model's flop_uses() does not say how often it is applied"
+                )
+            bias = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+            flops += applied * (2 * kept["weight"] + (bias if module.bias is not None else 0))
+        elif uses is not None and (isinstance(module, _FREE_MODULES) or module is model):
+            continue
         else:
             raise ValueError(
                 f"model_cost counts FLOPs for nn.Linear only, but module {module_name!r} "
                 f"is a {type(module).__name__} with parameters"
             )
     return Cost(params=params, nonzero_params=nonzero, flops=flops)
+
+
+def config_cost(family: str, config: object) -> Cost:
+    """Dense cost of a model of ``family`` built from ``config``, without allocating it
+    (built on the meta device), so a trial's cost is known before it launches."""
+    from morphtune.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(family, config)
+    return model_cost(model)

@@ -59,6 +59,8 @@ REPORTED_METRICS: dict[str, str] = {
     "train_flops": "min",
     "density": "min",
     "width": "min",
+    "depth": "min",
+    "growth_stage": "min",
     "wall_s": "min",
 }
 
@@ -123,9 +125,25 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The model family and its size; fields a family does not use are ignored by it."""
+
     family: ModelFamily = "mlp"
     width: int = Field(64, ge=1, le=65536)
     depth: int = Field(2, ge=1, le=64)
+    head_dim: int = Field(16, ge=1, le=4096)  # vit, gpt: width must be a multiple
+    mlp_ratio: float = Field(4.0, gt=0.0, le=64.0)  # vit, gpt
+    patch_size: int = Field(2, ge=1, le=1024)  # vit
+    stages: int = Field(2, ge=1, le=8)  # cnn
+    templates: int = Field(2, ge=1, le=64)  # mixture
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelSpec:
+        if self.family in ("vit", "gpt") and self.width % self.head_dim:
+            raise ValueError(
+                f"width must be a multiple of head_dim for family {self.family!r}, but got "
+                f"width={self.width}, head_dim={self.head_dim}"
+            )
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -139,13 +157,65 @@ class TrainingSpec(_Strict):
     seed: int = 0
 
 
+class GrowthEventSpec(_Strict):
+    """One explicit growth event: a time (``at_fraction`` or ``at_step``), an operator
+    (default: the section's), and a target (``width``/``depth``, or factors)."""
+
+    operator: GrowthOperatorName | None = None
+    at_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    at_step: int | None = Field(None, ge=1)
+    factor: float | None = Field(None, ge=1.0, le=16.0)
+    depth_factor: float | None = Field(None, ge=1.0, le=8.0)
+    width: int | None = Field(None, ge=1, le=65536)
+    depth: int | None = Field(None, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _one_time(self) -> GrowthEventSpec:
+        if (self.at_fraction is None) == (self.at_step is None):
+            raise ValueError("give exactly one of at_fraction and at_step")
+        if self.operator == "none":
+            raise ValueError("an event's operator must be a growth operator, not 'none'")
+        if (self.width is not None or self.depth is not None) and (
+            self.factor is not None or self.depth_factor is not None
+        ):
+            raise ValueError("give a target (width/depth) or factors, not both")
+        return self
+
+
 class GrowthSpec(_Strict):
-    """When and how much to grow: one event at ``at_fraction`` of the step budget."""
+    """The growth plan: generated from the searchable knobs, or an explicit ``plan``.
+
+    Generated: ``stages`` events of ``operator``, the last at ``at_fraction`` of the step
+    budget (earlier ones evenly before it), each growing the width by ``factor`` and the
+    depth by ``depth_factor``. ``timing: gstack`` places a single event by G_stack's
+    formula instead of ``at_fraction``.
+    """
 
     operator: GrowthOperatorName = "none"
     at_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    factor: float = Field(2.0, gt=1.0, le=16.0)
+    timing: Literal["fraction", "gstack"] = "fraction"
+    stages: int = Field(1, ge=1, le=8)
+    factor: float = Field(2.0, ge=1.0, le=16.0)
+    depth_factor: float = Field(1.0, ge=1.0, le=8.0)
     noise: float = Field(0.0, ge=0.0, le=1.0)
+    new_block: Literal["cancel", "zero"] = "cancel"
+    placement: Literal["interleave", "stack"] = "interleave"
+    coefficients: Literal["orthogonal", "copy", "zero", "random"] = "orthogonal"
+    pattern: Literal["repeat", "interleave"] = "repeat"
+    lr_after: Literal["continue", "lemon", "rewarm"] = "continue"
+    warmup_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    plan: list[GrowthEventSpec] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _plan_rules(self) -> GrowthSpec:
+        if self.plan:
+            if self.operator == "none" and any(e.operator is None for e in self.plan):
+                raise ValueError("plan events without an operator need growth.operator set")
+            if self.timing == "gstack":
+                raise ValueError("timing 'gstack' places a generated event; not with a plan")
+        if self.timing == "gstack" and self.stages != 1:
+            raise ValueError(f"timing 'gstack' places one event, but stages={self.stages}")
+        return self
 
 
 class SparsitySpec(_Strict):
@@ -445,7 +515,9 @@ def parse_spec(text: str, *, source: str = "<spec>") -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(source, _issues_from_validation(exc, data, lines)) from exc
-    issues = _check_space(spec, lines) + _check_cross_fields(spec, lines)
+    issues = _check_space(spec, lines)
+    # Growth plans combine searched values; checked once every value is valid on its own.
+    issues += _check_cross_fields(spec, lines, plans=not issues)
     if issues:
         raise SpecError(source, issues)
     return spec
@@ -531,8 +603,87 @@ def _check_condition(
     return issues
 
 
-def _check_cross_fields(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
-    issues = []
+_PLAN_SECTIONS = ("model", "growth")
+_MAX_PLAN_COMBINATIONS = 256
+
+
+def _probe_task(family: str, model: Mapping[str, Any]) -> Any:
+    """A stand-in task of the right kind for checking growth rules before data loads
+    (growth never changes the task, so its sizes do not matter to the rules)."""
+    from morphtune.models import TaskShape
+
+    if family == "gpt":
+        return TaskShape((64,), 256, "lm")
+    if family in ("cnn", "vit"):
+        size = 4 * int(model.get("patch_size", 2))
+        return TaskShape((1, size, size), 10)
+    return TaskShape((16,), 10)
+
+
+def _plan_combinations(spec: SweepSpec) -> list[dict[str, Scalar]]:
+    """Every combination of the searched model/growth values that a trial can get
+    (numeric ranges contribute their bounds), honouring ``when`` conditions."""
+    keys = [k for k in spec.search.space if k.split(".", 1)[0] in _PLAN_SECTIONS]
+    combos: list[dict[str, Scalar]] = [{}]
+    for key in keys:
+        param = spec.search.space[key]
+        grown: list[dict[str, Scalar]] = []
+        for combo in combos:
+            active = all(
+                combo.get(parent) in values for parent, values in (param.when or {}).items()
+            )
+            if active:
+                grown.extend({**combo, key: value} for value in param.candidates())
+            else:
+                grown.append(combo)
+        combos = grown[:_MAX_PLAN_COMBINATIONS]
+    return combos
+
+
+def _check_growth_plans(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
+    """Build every reachable growth plan on a probe task and check each event with the
+    operators' own rules (family supported, no shrinking, depth limits, ...)."""
+    from morphtune.methods.growth import GrowthPlan
+    from morphtune.models import config_from_spec
+
+    issues: list[SpecIssue] = []
+    seen: set[str] = set()
+    base = spec.base_trial()
+    for combo in _plan_combinations(spec):
+        trial = copy.deepcopy(base)
+        for key, chosen in combo.items():
+            section, _, name = key.partition(".")
+            trial[section][name] = chosen
+        if trial["growth"]["operator"] == "none" and not trial["growth"]["plan"]:
+            continue
+        try:
+            model = ModelSpec.model_validate(trial["model"])
+            growth = GrowthSpec.model_validate(trial["growth"])
+            config = config_from_spec(
+                model.family, _probe_task(model.family, trial["model"]), trial["model"]
+            )
+            GrowthPlan.from_section(growth.model_dump()).schedule(config, total_steps=10_000)
+        except (ValidationError, ValueError) as exc:
+            if isinstance(exc, ValidationError):
+                rule = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            else:
+                rule = str(exc)
+            if rule in seen:
+                continue
+            seen.add(rule)
+            path = ["search", "space"] if combo else ["growth"]
+            value: Any = combo or {
+                "model.family": trial["model"]["family"],
+                "growth.operator": trial["growth"]["operator"],
+            }
+            issues.append(SpecIssue(".".join(path), _nearest_line(lines, path), value, rule))
+    return issues
+
+
+def _check_cross_fields(
+    spec: SweepSpec, lines: Mapping[tuple[str, ...], int], *, plans: bool = True
+) -> list[SpecIssue]:
+    issues = _check_growth_plans(spec, lines) if plans else []
     scheduler = spec.search.scheduler
     if scheduler.name == "asha" and scheduler.grace_period > spec.training.epochs:
         path = ["search", "scheduler", "grace_period"]

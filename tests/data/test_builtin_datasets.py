@@ -49,7 +49,7 @@ def test_digits_shapes_types_and_range() -> None:
     val_x, val_y = inputs_and_labels(split, "val")
     assert len(train_x) + len(val_x) == 1797
     assert (split.in_features, split.num_classes, split.name) == (64, 10, "digits")
-    assert split.input_shape == (64,)
+    assert split.input_shape == (1, 8, 8)
     assert train_x.dtype == torch.float32 and train_y.dtype == torch.int64
     assert float(train_x.min()) >= 0.0 and float(train_x.max()) == 1.0
     assert set(train_y.tolist()) == set(range(10)) == set(val_y.tolist())
@@ -61,7 +61,7 @@ def test_digits_split_partitions_the_data() -> None:
 
     full = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)
     split = load_dataset("digits", seed=3)
-    both = torch.cat([split.train.tensors[0], split.val.tensors[0]])
+    both = torch.cat([split.train.tensors[0], split.val.tensors[0]]).reshape(-1, 64)
     assert np.array_equal(sorted_rows(both), sorted_rows(full))
 
 

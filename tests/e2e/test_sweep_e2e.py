@@ -157,3 +157,50 @@ resources: {num_workers: 2, cpus_per_worker: 1}
     assert all(m["rank_divergence"] == 0.0 for m in metrics)
     assert all(abs(m["density"] - 0.5) < 0.02 for m in metrics)
     assert metrics[-1]["checkpoint_path"]
+
+
+def test_two_worker_lemon_vit_grows_wider_and_deeper_and_resumes_from_its_checkpoint(
+    ray_session: object, tmp_path: Path
+) -> None:
+    """LEMON on a ViT inside a 2-worker DDP trial: the optimizer is rebuilt, DDP re-wrapped,
+    the ranks stay identical, and the checkpoint written after growth rebuilds the grown
+    model exactly (a resumed trial continues from the same function)."""
+    import torch
+
+    from morphtune.data import load_dataset
+    from morphtune.spec import resolve_trial_config
+    from morphtune.trainables import TrialEngine
+    from morphtune.trainables._loop import CHECKPOINT_FILE
+
+    spec = parse_spec(
+        """
+name: ddp-lemon
+dataset: {name: digits}
+model: {family: vit, width: 16, depth: 1, head_dim: 8}
+training: {epochs: 3, batch_size: 64, lr: 0.003}
+growth: {operator: lemon, at_fraction: 0.5, factor: 1.5, depth_factor: 2.0, lr_after: lemon}
+search: {num_samples: 1, max_concurrent: 1, scheduler: {name: fifo}}
+resources: {num_workers: 2, cpus_per_worker: 1}
+"""
+    )
+    outcome = run_sweep(spec, results_root=tmp_path)
+    store = SweepStore(tmp_path)
+    assert outcome.trial_states.get("completed") == 1, store.trials("ddp-lemon")
+    rows = sorted(store.results("ddp-lemon").to_pylist(), key=lambda row: row["iteration"])
+    metrics = [json.loads(row["metrics_json"]) for row in rows]
+    assert [(m["width"], m["depth"]) for m in metrics] == [(16, 1), (24, 2), (24, 2)]
+    assert [m["growth_stage"] for m in metrics] == [0, 1, 1]
+    assert all(m["rank_divergence"] == 0.0 for m in metrics)
+    flops = [m["train_flops"] for m in metrics]
+    assert flops == sorted(flops) and flops[2] - flops[1] > flops[0]  # bigger model, more FLOPs
+
+    checkpoint = Path(metrics[-1]["checkpoint_path"]) / CHECKPOINT_FILE
+    state = torch.load(checkpoint, weights_only=False)
+    trial = resolve_trial_config(spec, {})
+    fresh = TrialEngine(trial, load_dataset("digits"))
+    assert fresh.model_config.width == 16
+    fresh.load_state_dict(state)
+    assert (fresh.model_config.width, fresh.model_config.depth) == (24, 2)
+    val_loss, val_acc = fresh.evaluate()
+    assert val_loss == pytest.approx(metrics[-1]["val_loss"], rel=1e-6)
+    assert val_acc == metrics[-1]["val_acc"]

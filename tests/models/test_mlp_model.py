@@ -81,12 +81,14 @@ def test_registry_builds_mlp_from_config_or_mapping() -> None:
 
 
 def test_registry_unknown_family_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown model family 'cnn'; valid: \[.*'mlp'.*\]"):
+    with pytest.raises(ValueError, match=r"unknown model family 'rnn'; valid: \[.*'mlp'.*\]"):
+        build_model("rnn", MLPConfig(3, 2, (4,)))
+    with pytest.raises(ValueError, match=r"'cnn' is built from a CNNConfig, but got MLPConfig"):
         build_model("cnn", MLPConfig(3, 2, (4,)))
 
 
 def test_registry_mapping_with_unknown_or_missing_keys() -> None:
-    with pytest.raises(ValueError, match="unknown MLP config keys \\['width'\\]"):
+    with pytest.raises(ValueError, match="unknown mlp config keys \\['width'\\]"):
         build_model("mlp", {"in_features": 3, "out_features": 2, "hidden": [4], "width": 3})
     with pytest.raises(ValueError, match="missing required keys \\['hidden'\\]"):
         build_model("mlp", {"in_features": 3, "out_features": 2})

@@ -145,3 +145,134 @@ def test_cosine_schedule_decays_to_zero() -> None:
     assert run.learning_rate(0) == pytest.approx(0.01)
     assert run.learning_rate(run.total_steps // 2) == pytest.approx(0.005, rel=0.05)
     assert run.learning_rate(run.total_steps) == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------ model families
+
+DIGITS = "name: f\ndataset: {name: digits}\ntraining: {epochs: 3, lr: 0.003, batch_size: 64}\n"
+TEXT = (
+    "name: t\ndataset: {name: text, options: {context: 32, max_bytes: 60000}}\n"
+    "model: {family: gpt, width: 32, depth: 2}\n"
+    "training: {epochs: 2, lr: 0.003, batch_size: 32}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides"),
+    [
+        (DIGITS, {"model.family": "cnn", "model.width": 8, "model.depth": 1}),
+        (DIGITS, {"model.family": "vit", "model.width": 32, "training.epochs": 5}),
+        (DIGITS, {"model.family": "mixture", "model.width": 32, "model.depth": 1}),
+        (TEXT, {}),
+    ],
+    ids=["cnn", "vit", "mixture", "gpt"],
+)
+def test_every_family_trains_and_improves(text: str, overrides: dict) -> None:
+    run = engine(overrides, text=text)
+    loss_before, _ = run.evaluate()
+    for _ in range(run.epochs):
+        run.train_epoch()
+    metrics = run.metrics()
+    assert metrics["val_loss"] < 0.8 * loss_before
+    assert metrics["flops"] > 0 and metrics["params"] == sum(
+        p.numel() for p in run.model.parameters()
+    )
+
+
+def grow_and_compare(run: TrialEngine) -> float:
+    """Max |output change| across the next growth event, in eval mode."""
+    inputs = run.data.val.tensors[0][:16]
+    run.model.eval()
+    before = run.model(inputs).detach()
+    run.grow_now()
+    run.model.eval()
+    return float((run.model(inputs).detach() - before).abs().max())
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides"),
+    [
+        (DIGITS, {"model.family": "vit", "model.width": 32, "growth.factor": 1.5}),
+        (DIGITS, {"model.family": "cnn", "model.width": 8, "growth.depth_factor": 2.0}),
+        (TEXT, {"growth.depth_factor": 2.0}),
+    ],
+    ids=["vit", "cnn", "gpt"],
+)
+def test_lemon_growth_in_the_engine_keeps_the_function(text: str, overrides: dict) -> None:
+    run = engine({"growth.operator": "lemon", **overrides}, text=text)
+    old = (run.model_config.width, run.model_config.depth)
+    assert grow_and_compare(run) <= 1e-4  # float32
+    new = (run.model_config.width, run.model_config.depth)
+    assert new != old and new[0] >= old[0] and new[1] >= old[1]
+    assert run.metrics()["growth_stage"] == 1
+
+
+def test_multi_stage_plan_grows_at_each_planned_step() -> None:
+    run = engine(
+        {
+            "model.family": "vit",
+            "model.width": 16,
+            "growth.operator": "lemon",
+            "growth.stages": 2,
+            "growth.at_fraction": 0.6,
+            "growth.factor": 1.5,
+        },
+        text=DIGITS.replace("epochs: 3", "epochs: 4"),
+    )
+    steps = [event.step for event in run.events]
+    assert steps == [math.ceil(0.3 * run.total_steps), math.ceil(0.6 * run.total_steps)]
+    seen = []
+    for _ in range(run.epochs):
+        run.train_epoch()
+        seen.append((run.metrics()["growth_stage"], run.metrics()["width"]))
+    # 16 -> 24 rounds to 32 (a multiple of head_dim 16) -> 48
+    assert seen[-1] == (2, 48)
+    assert [stage for stage, _ in seen] == sorted(stage for stage, _ in seen)
+
+
+def test_optimizer_state_is_carried_for_verbatim_copies() -> None:
+    """G_stack copies every parameter verbatim, so every grown parameter starts with the
+    Adam moments of the source parameter it copies (step counts included)."""
+    run = engine(
+        {"growth.operator": "stack", "growth.depth_factor": 2.0, "growth.factor": 1.0}, text=TEXT
+    )
+    run.train_epoch()  # the event is due at the first step of the second epoch
+    assert not run.grown and run.step == run.grow_step
+    source_state = {
+        name: run.optimizer.state[param] for name, param in run.model.named_parameters()
+    }
+    run.grow_now()
+    grown = dict(run.model.named_parameters())
+    for name, param in grown.items():
+        layer_source = name
+        if name.startswith("blocks."):
+            index = int(name.split(".")[1])
+            rest = name.split(".", 2)[2]
+            layer_source = f"blocks.{index % 2}.{rest}"
+        state = run.optimizer.state[param]
+        assert torch.equal(state["exp_avg"], source_state[layer_source]["exp_avg"])
+        assert torch.equal(state["step"], source_state[layer_source]["step"])
+
+
+def test_resume_across_lemon_growth_rebuilds_the_grown_transformer() -> None:
+    overrides = {
+        "model.family": "vit",
+        "model.width": 16,
+        "growth.operator": "lemon",
+        "growth.at_fraction": 0.3,
+        "growth.depth_factor": 2.0,
+        "growth.lr_after": "lemon",
+    }
+    run = engine(overrides, text=DIGITS)
+    run.train_epoch()
+    assert run.grown
+    state = copy.deepcopy(run.state_dict())
+    fresh = engine(overrides, text=DIGITS)
+    assert fresh.model_config.depth < run.model_config.depth
+    fresh.load_state_dict(state)
+    assert fresh.model_config == run.model_config
+    assert fresh.learning_rate(fresh.step) == run.learning_rate(run.step)
+    run.train_epoch()
+    fresh.train_epoch()
+    for a, b in zip(run.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -14,11 +14,16 @@ __all__ = ["DatasetSplit", "check_val_fraction", "stratified_split", "to_tensor_
 
 @dataclass
 class DatasetSplit:
-    """Train and validation tensors of one classification dataset.
+    """Train and validation tensors of one dataset.
 
-    Each ``TensorDataset`` holds ``(inputs float32, labels int64)``; ``in_features`` is
-    the number of input values per sample (images keep their ``C x H x W`` shape; models
-    flatten as they need).
+    ``task`` says what the labels are:
+
+    - ``"classify"``: each ``TensorDataset`` holds ``(inputs float32, labels int64)``;
+      ``in_features`` is the number of input values per sample (images keep their
+      ``C x H x W`` shape; models flatten as they need).
+    - ``"lm"`` (next-token prediction): ``(tokens int64 [context], targets int64
+      [context])`` where the targets are the tokens shifted by one; ``in_features`` is the
+      context length and ``num_classes`` the vocabulary size.
     """
 
     train: TensorDataset
@@ -26,6 +31,7 @@ class DatasetSplit:
     in_features: int
     num_classes: int
     name: str
+    task: str = "classify"
 
     @property
     def input_shape(self) -> tuple[int, ...]:

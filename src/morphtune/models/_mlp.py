@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from morphtune.models._base import TaskShape, check_positive_int
+
 __all__ = ["MLP", "MLPConfig", "mlp_config_from"]
 
-
-def _check_positive_int(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{field} must be a positive int, but got {field}={value!r}")
+_check_positive_int = check_positive_int
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class MLPConfig:
     ``hidden`` holds one width per hidden layer (at least one); a list is accepted and
     stored as a tuple so configs stay hashable and comparable.
     """
+
+    family: ClassVar[str] = "mlp"
+    TASK_FIELDS: ClassVar[tuple[str, ...]] = ("in_features", "out_features", "bias")
 
     in_features: int
     out_features: int
@@ -46,6 +50,30 @@ class MLPConfig:
     def depth(self) -> int:
         """Number of hidden layers."""
         return len(self.hidden)
+
+    @property
+    def width(self) -> int:
+        """The widest hidden layer."""
+        return max(self.hidden)
+
+    def resized(self, width: int, depth: int) -> MLPConfig:
+        """Every hidden width scaled by ``width / self.width`` (rounded half up), then
+        layers of the last width appended (or trailing ones dropped) to reach ``depth``."""
+        _check_positive_int("width", width)
+        _check_positive_int("depth", depth)
+        hidden = [max(1, (h * width * 2 + self.width) // (2 * self.width)) for h in self.hidden]
+        hidden = (hidden + [hidden[-1]] * depth)[:depth]
+        return MLPConfig(self.in_features, self.out_features, tuple(hidden), self.bias)
+
+    @classmethod
+    def from_spec(cls, task: TaskShape, model: Mapping[str, Any]) -> MLPConfig:
+        """``depth`` hidden layers ``width`` wide, over the flattened input."""
+        if task.task != "classify":
+            raise ValueError(f"model family 'mlp' classifies, but the task is {task.task!r}")
+        in_features = 1
+        for size in task.input_shape:
+            in_features *= size
+        return mlp_config_from(in_features, task.num_classes, model["width"], model["depth"])
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -78,6 +106,10 @@ class MLP(nn.Module):
             nn.Linear(widths[i], widths[i + 1], bias=config.bias) for i in range(len(widths) - 1)
         )
         self.activation = nn.ReLU()
+
+    def flop_uses(self) -> dict[str, int]:
+        """How often each weight-bearing module is applied per sample (for FLOP counts)."""
+        return {f"layers.{index}": 1 for index in range(len(self.layers))}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)

@@ -5,10 +5,12 @@ free of Ray means the same code trains a model in a notebook or a test, and the 
 and sparsity logic is exercised without a cluster.
 
 Budget and timing are counted in optimizer steps of one worker: ``epochs`` passes over
-that worker's shard. Growth happens before the first step at or after
-``ceil(at_fraction * total_steps)``; the learning-rate schedule runs on the global step
-and so continues unchanged across the growth event (the optimizer is rebuilt for the new
-parameters; its state starts fresh).
+that worker's shard. The growth plan (``methods.growth.GrowthPlan``) places each event on
+that budget; an event happens before its step. After growth the optimizer is rebuilt for
+the new parameters, carrying its state (moments, step counts) for every parameter the
+operator copied verbatim, and the model is wrapped for data parallelism again. The
+learning rate is a function of the global step and the growth steps (``lr_after``), so it
+continues across growth and is the same on every rank and after a resume.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -26,9 +27,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from morphtune.data import DatasetSplit
 from morphtune.flops import model_cost
-from morphtune.methods.growth import grow, growth_target
+from morphtune.methods.growth import GrowthPlan, ScheduledEvent, expand, gstack_growth_fraction
 from morphtune.methods.sparsity import MaskSet, find_masks, masks_in_state_dict, prune_at_init
-from morphtune.models import MLPConfig, build_model, mlp_config_from
+from morphtune.models import (
+    TaskShape,
+    build_model,
+    config_from_dict,
+    config_from_spec,
+    config_to_dict,
+)
 
 __all__ = ["TrialEngine"]
 
@@ -71,33 +78,43 @@ class TrialEngine:
         self.val_loader = DataLoader(data.val, batch_size=1024, shuffle=False)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch
-        growth = self.trial["growth"]
-        self.grow_step: int | None = None
-        if growth["operator"] != "none":
-            self.grow_step = max(1, math.ceil(growth["at_fraction"] * self.total_steps))
+        self.task = TaskShape.of(data)
+        self.family: str = self.trial["model"]["family"]
         self.step = 0
         self.epoch = 0
+        self.stage = 0  # growth events applied so far
         self.train_flops = 0.0
         self.train_seconds = 0.0
         self.last_train_loss = math.nan
-        self.grown = False
         torch.manual_seed(training["seed"])
-        self.model = self._build_model()
+        initial = config_from_spec(self.family, self.task, self.trial["model"])
+        self.plan = GrowthPlan.from_section(self._timed_growth(initial))
+        self.events: list[ScheduledEvent] = self.plan.schedule(initial, self.total_steps)
+        self.model = self._build_model(initial)
         self.masks = self._prune()
         self._attach()
 
     # ------------------------------------------------------------------ building
 
-    def _build_model(self, config: MLPConfig | None = None) -> nn.Module:
-        model_spec = self.trial["model"]
-        if config is None:
-            config = mlp_config_from(
-                self.data.in_features,
-                self.data.num_classes,
-                width=model_spec["width"],
-                depth=model_spec["depth"],
-            )
-        return build_model(model_spec["family"], config).to(self.device)
+    def _timed_growth(self, initial: Any) -> dict[str, Any]:
+        """The growth section, with ``timing: gstack`` turned into an ``at_fraction``
+        by G_stack's formula (tokens = samples, or sequence tokens for a language model)."""
+        growth = dict(self.trial["growth"])
+        if growth.get("timing") != "gstack" or growth["operator"] == "none":
+            return growth
+        plan = GrowthPlan.from_section(growth)
+        target = plan.events[0].target(initial)
+        from morphtune.flops import config_cost
+
+        target_params = config_cost(self.family, target).params
+        per_sample = self.task.input_shape[0] if self.task.task == "lm" else 1
+        samples = self.total_steps * self.batch_size * self.world_size
+        timing = gstack_growth_fraction(target_params, samples * per_sample)
+        growth["at_fraction"] = timing.fraction
+        return growth
+
+    def _build_model(self, config: Any) -> nn.Module:
+        return build_model(self.family, config).to(self.device)
 
     def _prune(self) -> MaskSet | None:
         sparsity = self.trial["sparsity"]
@@ -113,56 +130,87 @@ class TrialEngine:
         masks.apply()
         return masks
 
-    def _attach(self) -> None:
-        """(Re)wrap the model for data parallelism and build a fresh optimizer for it."""
-        self.net = self._wrap(self.model)
+    def _make_optimizer(self) -> torch.optim.Optimizer:
         training = self.trial["training"]
         params = self.model.parameters()
         if training["optimizer"] == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            return torch.optim.SGD(
                 params,
                 lr=training["lr"],
                 momentum=training["momentum"],
                 weight_decay=training["weight_decay"],
             )
-        elif training["optimizer"] == "adamw":
-            self.optimizer = torch.optim.AdamW(
+        if training["optimizer"] == "adamw":
+            return torch.optim.AdamW(
                 params, lr=training["lr"], weight_decay=training["weight_decay"]
             )
-        else:
-            self.optimizer = torch.optim.Adam(
-                params, lr=training["lr"], weight_decay=training["weight_decay"]
-            )
+        return torch.optim.Adam(params, lr=training["lr"], weight_decay=training["weight_decay"])
+
+    def _attach(self) -> None:
+        """(Re)wrap the model for data parallelism and build a fresh optimizer for it."""
+        self.net = self._wrap(self.model)
+        self.optimizer = self._make_optimizer()
         self._cost = model_cost(self.model)
 
     @property
-    def model_config(self) -> MLPConfig:
+    def model_config(self) -> Any:
         """The current (possibly grown) model's configuration."""
-        config = getattr(self.model, "config", None)
-        if not isinstance(config, MLPConfig):
-            raise TypeError(f"model family without an MLPConfig: {type(self.model).__name__}")
-        return config
+        return getattr(self.model, "config")  # noqa: B009  (every family keeps its config)
+
+    @property
+    def grown(self) -> bool:
+        return self.stage > 0
+
+    @property
+    def grow_step(self) -> int | None:
+        """The step of the next growth event (``None`` when none is left)."""
+        return self.events[self.stage].step if self.stage < len(self.events) else None
 
     # ------------------------------------------------------------------ training
 
     def learning_rate(self, step: int) -> float:
         training = self.trial["training"]
-        if training["schedule"] == "cosine" and self.total_steps > 0:
-            return training["lr"] * 0.5 * (1.0 + math.cos(math.pi * step / self.total_steps))
-        return float(training["lr"])
+        return self.plan.learning_rate(
+            step,
+            peak=float(training["lr"]),
+            total_steps=self.total_steps,
+            schedule=training["schedule"],
+            grow_steps=[event.step for event in self.events[: self.stage]],
+        )
 
     def grow_now(self) -> None:
-        """Apply the configured growth operator to the current model (function-preserving
-        for net2net) and rebuild the optimizer and the data-parallel wrapper."""
-        growth = self.trial["growth"]
-        target = growth_target(self.model_config, growth["factor"])
-        seed = self.trial["training"]["seed"] + 7919
-        self.model = grow(
-            self.model, target, growth["operator"], seed=seed, noise=growth["noise"]
-        ).to(self.device)
+        """Apply the next growth event: grow the model, carry optimizer state for the
+        parameters the operator copied verbatim, and wrap the model again."""
+        if self.stage >= len(self.events):
+            raise RuntimeError(f"no growth event left (all {len(self.events)} applied)")
+        scheduled = self.events[self.stage]
+        seed = self.trial["training"]["seed"] + 7919 * (self.stage + 1)
+        old_params = dict(self.model.named_parameters())
+        old_state = self.optimizer.state
+        result = expand(
+            self.model,
+            scheduled.target,
+            scheduled.event.operator,
+            seed=seed,
+            options=self.plan.options,
+        )
+        self.model = result.model.to(self.device)
         self.masks = MaskSet.from_model(self.model) if find_masks(self.model) else None
-        self.grown = True
+        self.stage += 1
         self._attach()
+        new_params = dict(self.model.named_parameters())
+        for new_name, old_name in result.carried.items():
+            state = old_state.get(old_params[old_name])
+            if state:
+                self.optimizer.state[new_params[new_name]] = {
+                    key: value.clone() if torch.is_tensor(value) else value
+                    for key, value in state.items()
+                }
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.task.task == "lm":
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        return F.cross_entropy(logits, labels)
 
     def train_epoch(self) -> float:
         """One pass over this worker's shard; returns the mean training loss."""
@@ -171,14 +219,14 @@ class TrialEngine:
         self.sampler.set_epoch(self.epoch)
         total, batches = 0.0, 0
         for inputs, labels in self.loader:
-            if self.grow_step is not None and not self.grown and self.step >= self.grow_step:
+            while self.grow_step is not None and self.step >= self.grow_step:
                 self.grow_now()
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             lr = self.learning_rate(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.net(inputs), labels)
+            loss = self._loss(self.net(inputs), labels)
             loss.backward()
             self.optimizer.step()
             if self.masks is not None:
@@ -201,12 +249,15 @@ class TrialEngine:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Validation loss and accuracy on the whole validation set."""
+        """Validation loss and accuracy (per token for a language model) on the whole
+        validation set."""
         self.net.eval()
         loss_sum, correct, count = 0.0, 0, 0
         for inputs, labels in self.val_loader:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             logits = self.model(inputs)
+            logits = logits.reshape(-1, logits.shape[-1])
+            labels = labels.reshape(-1)
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())
             count += int(labels.shape[0])
@@ -227,8 +278,9 @@ class TrialEngine:
             "flops": cost.flops,
             "train_flops": self.train_flops,
             "density": self.masks.density() if self.masks is not None else 1.0,
-            "width": max(config.hidden),
-            "depth": len(config.hidden),
+            "width": config.width,
+            "depth": config.depth,
+            "growth_stage": self.stage,
             "grown": int(self.grown),
             "lr": self.learning_rate(self.step),
             "wall_s": self.train_seconds,
@@ -239,20 +291,20 @@ class TrialEngine:
     def state_dict(self) -> dict[str, Any]:
         return {
             "trial": self.trial,
-            "model_config": asdict(self.model_config),
+            "family": self.family,
+            "model_config": config_to_dict(self.model_config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
             "train_flops": self.train_flops,
             "train_seconds": self.train_seconds,
-            "grown": self.grown,
+            "stage": self.stage,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a checkpoint, rebuilding the (possibly grown) shape it was saved with."""
-        saved = state["model_config"]
-        config = MLPConfig(**{**saved, "hidden": tuple(saved["hidden"])})
+        config = config_from_dict(state["family"], state["model_config"])
         self.model = self._build_model(config)
         weights = state["model"]
         has_masks = bool(masks_in_state_dict(weights))
@@ -262,6 +314,6 @@ class TrialEngine:
         self.epoch = int(state["epoch"])
         self.train_flops = float(state["train_flops"])
         self.train_seconds = float(state["train_seconds"])
-        self.grown = bool(state["grown"])
+        self.stage = int(state["stage"])
         self._attach()
         self.optimizer.load_state_dict(state["optimizer"])

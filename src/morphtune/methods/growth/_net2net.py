@@ -1,19 +1,33 @@
-"""Net2Net function-preserving growth for :class:`~morphtune.models.MLP` (METHODS §4.1)."""
+"""Net2Net function-preserving growth (METHODS §4.1) for the ``mlp`` and ``cnn`` families.
+
+Net2Wider copies units (channels) by a random replica map and splits their fan-out;
+Net2Deeper inserts identity layers (MLP) or residual blocks whose branch outputs 0 (CNN).
+Transformers (``vit``, ``gpt``) are out of scope: plain replicas in the residual stream
+change LayerNorm's statistics, which LEMON (§4.2) handles.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
+from morphtune.methods.growth._registry import register_growth_operator
 from morphtune.methods.sparsity import MaskSet, find_masks
-from morphtune.models import MLP, MLPConfig
+from morphtune.models import CNN, MLP, BasicBlock, CNNConfig, MLPConfig
 
-__all__ = ["net2net_deepen", "net2net_widen"]
+__all__ = [
+    "Net2Net",
+    "net2net_deepen",
+    "net2net_deepen_cnn",
+    "net2net_widen",
+    "net2net_widen_cnn",
+]
 
 
 def _check_mlp(model: object) -> MLP:
@@ -57,11 +71,13 @@ def _expand(
 def _widen_weight(
     weight: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None
 ) -> torch.Tensor:
-    """Copy fan-in rows; replicate fan-out columns divided by their replica counts."""
+    """Copy fan-in rows; replicate fan-out columns (dim 1, also of conv kernels) divided
+    by their replica counts."""
     wide = _expand(weight, rows, cols)
     if cols is not None:
         replicas = torch.bincount(cols, minlength=weight.shape[1])[cols]
-        wide = wide / replicas.to(device=weight.device, dtype=weight.dtype)
+        shape = (1, -1) + (1,) * (weight.dim() - 2)
+        wide = wide / replicas.to(device=weight.device, dtype=weight.dtype).view(shape)
     return wide
 
 
@@ -75,6 +91,13 @@ def _perturb_new_rows(
     draw = torch.randn(new_rows.shape, generator=generator, dtype=torch.float64)
     scale = noise * float(weight.to(torch.float64).std(correction=0))
     new_rows += (scale * draw).to(device=wide.device, dtype=wide.dtype)
+
+
+def _check_noise(noise: object) -> None:
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
+        raise ValueError(f"noise must satisfy noise >= 0, but got noise={noise!r}")
+    if not math.isfinite(noise):
+        raise ValueError(f"noise must be finite, but got noise={noise!r}")
 
 
 def _check_new_hidden(config: MLPConfig, new_hidden: Sequence[int]) -> tuple[int, ...]:
@@ -115,10 +138,7 @@ def net2net_widen(
     model = _check_mlp(model)
     config = model.config
     new_hidden = _check_new_hidden(config, new_hidden)
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
-        raise ValueError(f"noise must satisfy noise >= 0, but got noise={noise!r}")
-    if not math.isfinite(noise):
-        raise ValueError(f"noise must be finite, but got noise={noise!r}")
+    _check_noise(noise)
 
     generator = torch.Generator().manual_seed(seed)
     maps = [
@@ -186,3 +206,260 @@ def net2net_deepen(model: MLP, at: int) -> MLP:
     if moved_masks:
         MaskSet(deepened, moved_masks)
     return deepened
+
+
+# --------------------------------------------------------------------------- CNN
+
+
+def _check_cnn(model: object) -> CNN:
+    if not isinstance(model, CNN):
+        raise ValueError(f"Net2Net grows a morphtune CNN here, but got {type(model).__name__}")
+    masks = find_masks(model)
+    if masks:
+        raise ValueError(
+            "net2net grows sparsity masks only for the mlp family, but the cnn model has "
+            f"masks on {sorted(masks)}; prune after growth instead"
+        )
+    return model
+
+
+def _check_cnn_target(config: CNNConfig, target: CNNConfig) -> None:
+    """Same stages; every stage's width and block count at least the source's."""
+    stages = len(config.widths)
+    if len(target.widths) != stages:
+        raise ValueError(
+            f"growth keeps the number of cnn stages: new_config.widths must have {stages} "
+            f"entries, but got widths={target.widths}"
+        )
+    for field in ("widths", "blocks"):
+        old, new = getattr(config, field), getattr(target, field)
+        for stage in range(stages):
+            if new[stage] < old[stage]:
+                raise ValueError(
+                    f"stage {stage} can only grow: new_config.{field}[{stage}] must be "
+                    f">= {old[stage]}, but got {new[stage]}"
+                )
+
+
+def _blocks(stage: nn.Module) -> list[BasicBlock]:
+    return [cast(BasicBlock, block) for block in cast(nn.ModuleList, stage)]
+
+
+def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, rows: torch.Tensor) -> None:
+    """Every replica ``j`` gets the affine parameters AND running statistics of channel
+    ``rows[j]`` (the reference copies stats to the last replica only, METHODS §4.1)."""
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        value = cast(torch.Tensor, getattr(source, name)).detach()
+        cast(torch.Tensor, getattr(target, name)).copy_(value[rows.to(value.device)])
+    tracked = cast(torch.Tensor, target.num_batches_tracked)
+    tracked.copy_(cast(torch.Tensor, source.num_batches_tracked))
+
+
+def _copy_conv(
+    target: nn.Conv2d,
+    source: nn.Conv2d,
+    rows: torch.Tensor,
+    cols: torch.Tensor | None,
+    noise: float,
+    generator: torch.Generator,
+) -> None:
+    weight = source.weight.detach()
+    wide = _widen_weight(weight, rows, cols)
+    if noise > 0:
+        _perturb_new_rows(wide, weight, noise, generator)
+    target.weight.copy_(wide)
+
+
+def _identity_block(block: BasicBlock) -> None:
+    """A new block (stride 1, no projection) that is the identity on its input, which is
+    a ReLU output (non-negative): ``bn2`` has ``gamma = beta = 0``, so the residual branch
+    outputs exactly 0 in eval and train mode, and ``relu(0 + x) = x``. The branch's own
+    layers start as Net2Net's identity (centred delta kernels; ``bn1`` the identity of its
+    running statistics ``mean = 0, var = 1``: ``gamma = sqrt(1 + eps), beta = 0``), so once
+    training moves ``bn2``'s scale off 0 the branch adds a scaled, normalised copy of its
+    input rather than noise."""
+    for conv in (block.conv1, block.conv2):
+        nn.init.dirac_(conv.weight)
+    for bn in (block.bn1, block.bn2):
+        cast(torch.Tensor, bn.running_mean).zero_()
+        cast(torch.Tensor, bn.running_var).fill_(1.0)
+        cast(torch.Tensor, bn.num_batches_tracked).zero_()
+        bn.bias.zero_()
+    block.bn1.weight.fill_(math.sqrt(1.0 + block.bn1.eps))
+    block.bn2.weight.zero_()
+
+
+@torch.no_grad()
+def _grow_cnn(model: CNN, target: CNNConfig, seed: int, noise: float) -> CNN:
+    config = model.config
+    _check_cnn_target(config, target)
+    generator = torch.Generator().manual_seed(seed)
+    streams = [
+        _replica_map(width, new_width, generator)
+        for width, new_width in zip(config.widths, target.widths, strict=True)
+    ]
+    inner = [
+        [_replica_map(width, new_width, generator) for _ in range(blocks)]
+        for width, new_width, blocks in zip(
+            config.widths, target.widths, config.blocks, strict=True
+        )
+    ]
+    reference = model.stem.weight
+    with torch.device("meta"):
+        grown = CNN(target)
+    grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
+    grown.train(model.training)
+
+    _copy_conv(grown.stem, model.stem, streams[0], None, noise, generator)
+    _copy_bn(grown.stem_bn, model.stem_bn, streams[0])
+    for s, (stage, wide_stage) in enumerate(zip(model.stages, grown.stages, strict=True)):
+        blocks, wide_blocks = _blocks(stage), _blocks(wide_stage)
+        for b, (block, wide) in enumerate(zip(blocks, wide_blocks, strict=False)):
+            g_in = streams[s - 1] if (b == 0 and s > 0) else streams[s]
+            h = inner[s][b]
+            _copy_conv(wide.conv1, block.conv1, h, g_in, noise, generator)
+            _copy_bn(wide.bn1, block.bn1, h)
+            _copy_conv(wide.conv2, block.conv2, streams[s], h, noise, generator)
+            _copy_bn(wide.bn2, block.bn2, streams[s])
+            if block.proj is not None and block.proj_bn is not None:
+                if wide.proj is None or wide.proj_bn is None:  # pragma: no cover
+                    raise RuntimeError(f"stages.{s}.{b} lost its projection")
+                _copy_conv(wide.proj, block.proj, streams[s], g_in, noise, generator)
+                _copy_bn(wide.proj_bn, block.proj_bn, streams[s])
+        for wide in wide_blocks[len(blocks) :]:
+            _identity_block(wide)
+    head = model.head.weight.detach()
+    grown.head.weight.copy_(_widen_weight(head, None, streams[-1]))
+    grown.head.bias.copy_(model.head.bias.detach())
+    return grown
+
+
+def net2net_widen_cnn(
+    model: CNN, new_widths: Sequence[int], *, seed: int = 0, noise: float = 0.0
+) -> CNN:
+    """Net2WiderNet on a :class:`~morphtune.models.CNN`: stage ``s`` grows to
+    ``new_widths[s]`` channels.
+
+    Channels are grouped into streams, each with its own random replica map ``g``
+    (``g(j) = j`` for old channels, uniform otherwise; a generator seeded with ``seed``):
+    every layer writing stage ``s``'s residual stream (the stem for stage 0, each block's
+    ``conv2``/``bn2`` and the projection ``proj``/``proj_bn``) shares stage ``s``'s map, so
+    the shortcut and the branch stay aligned; each block's inner channels (``conv1``'s
+    output) get their own map. Fan-in (output channels) and BatchNorm parameters and
+    running statistics are copied to every replica; fan-out (input channels, and the
+    head's columns) is divided by the replica count. Exact in eval mode, and in train
+    mode too (a replica has its source channel's batch statistics); ``noise > 0`` adds
+    ``noise * std(W)`` Gaussian noise to the new replicas' fan-in kernels. Masked models
+    are refused. Returns a new model on the same device, dtype and train/eval mode.
+    """
+    model = _check_cnn(model)
+    _check_noise(noise)
+    new_widths = tuple(new_widths)
+    try:
+        target = replace(model.config, widths=new_widths)
+    except ValueError as error:
+        raise ValueError(f"new_widths={new_widths} is not a valid cnn width: {error}") from None
+    return _grow_cnn(model, target, seed, float(noise))
+
+
+def net2net_deepen_cnn(model: CNN, new_blocks: Sequence[int]) -> CNN:
+    """Net2DeeperNet on a :class:`~morphtune.models.CNN`: stage ``s`` gets
+    ``new_blocks[s]`` blocks, the new ones appended after its last block (stride 1, no
+    projection) as exact identities: their residual branch outputs 0 (``bn2``'s gamma and
+    beta are 0) and their input is a ReLU output, so ``relu(0 + x) = x``. The branch starts
+    as Net2Net's identity: ``conv1`` and ``conv2`` centred delta kernels, ``bn1`` the
+    identity in eval mode (running mean 0, var 1, ``gamma = sqrt(1 + eps)``, beta 0).
+    Returns a new model on the same device, dtype and train/eval mode."""
+    model = _check_cnn(model)
+    new_blocks = tuple(new_blocks)
+    try:
+        target = replace(model.config, blocks=new_blocks)
+    except ValueError as error:
+        raise ValueError(f"new_blocks={new_blocks} is not a valid cnn depth: {error}") from None
+    return _grow_cnn(model, target, 0, 0.0)
+
+
+# ---------------------------------------------------------------------- operator
+
+
+def _carried(source: nn.Module, grown: nn.Module, names: dict[str, str]) -> dict[str, str]:
+    """``names[new] = old`` restricted to parameters copied verbatim (shape and values)."""
+    old_params = dict(source.named_parameters())
+    new_params = dict(grown.named_parameters())
+    carried = {}
+    for new_name, old_name in names.items():
+        new, old = new_params.get(new_name), old_params.get(old_name)
+        if new is not None and old is not None and new.shape == old.shape:
+            if torch.equal(new.detach(), old.detach()):
+                carried[new_name] = old_name
+    return carried
+
+
+def _mlp_names(config: MLPConfig, target: MLPConfig) -> dict[str, str]:
+    """Hidden layers keep their index; the output layer moves past the inserted ones."""
+    names = {}
+    for index in range(config.depth + 1):
+        new_index = index if index < config.depth else target.depth
+        for kind in ("weight", "bias"):
+            names[f"layers.{new_index}.{kind}"] = f"layers.{index}.{kind}"
+    return names
+
+
+@register_growth_operator("net2net")
+class Net2Net(GrowthOperator):
+    """Net2Net (Chen, Goodfellow, Shlens, ICLR 2016), lossless when ``noise == 0``.
+
+    - ``mlp``: Net2Wider on the existing hidden layers, then Net2Deeper identity layers
+      appended after the last one and widened to their targets. Keep-masks are grown
+      along with the weights.
+    - ``cnn``: :func:`net2net_widen_cnn` (one replica map per residual stream, one per
+      block-internal channel set; BatchNorm parameters and running statistics copied to
+      every replica) and :func:`net2net_deepen_cnn` (identity blocks appended to each
+      stage) in one pass; exact in eval and train mode. Masks are refused.
+
+    ``vit``/``gpt`` are not supported: replicas in the residual stream break LayerNorm
+    (use ``lemon``). ``carried`` lists the parameters whose shape did not change (and
+    which are therefore verbatim copies).
+    """
+
+    families = ("mlp", "cnn")
+    lossless = ("mlp", "cnn")
+    handles_masks = True  # on the mlp family; a masked cnn is refused with a clear error
+
+    def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
+        if isinstance(source, CNNConfig):
+            _check_cnn_target(source, target)
+            return
+        old, new = source, target
+        for index, (width, new_width) in enumerate(zip(old.hidden, new.hidden, strict=False)):
+            if new_width < width:
+                raise ValueError(
+                    f"hidden layer {index} can only grow: new_hidden[{index}] must be an int "
+                    f">= {width}, but got {new_width!r}"
+                )
+        last = new.hidden[old.depth - 1]
+        for index in range(old.depth, new.depth):
+            if new.hidden[index] < last:
+                raise ValueError(
+                    f"net2net inserts identity layers of width {last} after hidden layer "
+                    f"{old.depth - 1}, so new_config.hidden[{index}] must be >= {last}, "
+                    f"but got {new.hidden[index]}"
+                )
+
+    def expand(
+        self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
+    ) -> GrowthResult:
+        if isinstance(model, CNN):
+            model = _check_cnn(model)
+            grown_cnn = _grow_cnn(model, target, seed, options.noise)
+            names = {name: name for name, _ in model.named_parameters()}
+            return GrowthResult(grown_cnn, _carried(model, grown_cnn, names))
+        model = _check_mlp(model)
+        old, new = model.config, target
+        grown = net2net_widen(model, new.hidden[: old.depth], seed=seed, noise=options.noise)
+        if new.depth > old.depth:
+            for index in range(old.depth, new.depth):
+                grown = net2net_deepen(grown, at=index - 1)
+            # A second, independent draw for the replicas of the inserted layers.
+            grown = net2net_widen(grown, new.hidden, seed=seed + 1, noise=options.noise)
+        return GrowthResult(grown, _carried(model, grown, _mlp_names(old, new)))

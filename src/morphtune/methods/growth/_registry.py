@@ -1,38 +1,127 @@
-"""Growth operators behind a registry: ``grow(model, new_config, operator)``."""
+"""Growth operators behind a registry: ``expand(model, target, operator)``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from torch import nn
 
-from morphtune.methods.growth._net2net import net2net_deepen, net2net_widen
-from morphtune.models import MLP, MLPConfig
+from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
+from morphtune.methods.sparsity import find_masks
 from morphtune.registry import Registry
 
-__all__ = ["GROWTH_OPERATORS", "GrowthOperator", "grow", "register_growth_operator"]
+__all__ = [
+    "ADJUSTABLE_FIELDS",
+    "GROWTH_OPERATORS",
+    "check_growth",
+    "expand",
+    "grow",
+    "register_growth_operator",
+]
+
+#: The registered growth operators (instances); iterates over their names.
+GROWTH_OPERATORS: Registry[GrowthOperator] = Registry(
+    "growth operator", "morphtune.methods.growth.register_growth_operator"
+)
+
+#: Config fields an operator may set itself (LEMON rescales LayerNorm's eps).
+ADJUSTABLE_FIELDS = ("ln_eps",)
+
+_Op = TypeVar("_Op", bound=type[GrowthOperator])
 
 
-class GrowthOperator(Protocol):
-    """``operator(model, new_config, seed=..., noise=...) -> grown model``.
+def register_growth_operator(name: str) -> Callable[[_Op], _Op]:
+    """Class decorator registering an instance of a :class:`GrowthOperator` under ``name``."""
 
-    ``noise`` is the relative symmetry-breaking noise on new units (0 keeps a
-    function-preserving operator exact).
+    def decorator(cls: _Op) -> _Op:
+        GROWTH_OPERATORS.register(name)(cls())
+        return cls
+
+    return decorator
+
+
+def _family_of(config: Any) -> str:
+    family = getattr(type(config), "family", None)
+    if not isinstance(family, str):
+        raise ValueError(f"not a model config of a registered family: {type(config).__name__}")
+    return family
+
+
+def check_growth(
+    source: Any, target: Any, operator: str, options: GrowthOptions | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``operator`` can grow config ``source`` into ``target``.
+
+    Works on configs alone, so a spec can be checked before any model is built.
     """
+    op = GROWTH_OPERATORS.get(operator)
+    family = _family_of(source)
+    if family not in op.families:
+        raise ValueError(
+            f"growth operator {operator!r} cannot grow model family {family!r}; "
+            f"it grows {list(op.families)}"
+        )
+    if type(target) is not type(source):
+        raise ValueError(
+            f"growth keeps the model family: the target must be a {type(source).__name__}, "
+            f"but got {type(target).__name__}"
+        )
+    for name in source.TASK_FIELDS:
+        old, new = getattr(source, name), getattr(target, name)
+        if old != new:
+            raise ValueError(
+                f"growth keeps {name}: new_config.{name} must equal the model's {old}, "
+                f"but got {new}"
+            )
+    if target.width < source.width or target.depth < source.depth:
+        raise ValueError(
+            "growth cannot shrink a model: the target's width and depth must be >= the "
+            f"model's ({source.width}, {source.depth}), but got ({target.width}, {target.depth})"
+        )
+    if op.max_depth_factor is not None and target.depth > op.max_depth_factor * source.depth:
+        raise ValueError(
+            f"growth operator {operator!r} grows depth at most {op.max_depth_factor:g}x per "
+            f"event: target depth must be <= {int(op.max_depth_factor * source.depth)}, "
+            f"but got {target.depth}"
+        )
+    op.check_target(source, target, options or GrowthOptions())
 
-    def __call__(
-        self, model: nn.Module, new_config: Any, *, seed: int, noise: float
-    ) -> nn.Module: ...
 
+def expand(
+    model: nn.Module,
+    new_config: Any,
+    operator: str = "net2net",
+    *,
+    seed: int = 0,
+    options: GrowthOptions | None = None,
+) -> GrowthResult:
+    """Grow ``model`` to ``new_config`` with the named operator; ``model`` is left as is.
 
-#: The registered growth operators; iterates over their names in registration order.
-GROWTH_OPERATORS: Registry[GrowthOperator] = Registry("growth operator", "register_growth_operator")
-
-
-def register_growth_operator(name: str) -> Callable[[GrowthOperator], GrowthOperator]:
-    """Decorator registering a :class:`GrowthOperator` under ``name``."""
-    return GROWTH_OPERATORS.register(name)
+    The task (input and output sizes) must stay the same, the model may not shrink, and
+    the operator must support the family. Returns the grown model and the map of
+    parameters copied verbatim (for carrying optimizer state).
+    """
+    options = options or GrowthOptions()
+    source = getattr(model, "config", None)
+    check_growth(source, new_config, operator, options)
+    op = GROWTH_OPERATORS.get(operator)
+    if find_masks(model) and not op.handles_masks:
+        raise ValueError(
+            f"growth operator {operator!r} does not grow sparsity masks; prune after growth "
+            "or use an operator that handles masks (net2net on mlp)"
+        )
+    result = op.expand(model, new_config, seed=seed, options=options)
+    grown = getattr(result.model, "config", None)
+    mismatched = [
+        f.name
+        for f in fields(new_config)
+        if f.name not in ADJUSTABLE_FIELDS and getattr(grown, f.name) != getattr(new_config, f.name)
+    ]
+    if mismatched:
+        raise RuntimeError(f"growth operator {operator!r} built fields {mismatched} wrongly")
+    return result
 
 
 def grow(
@@ -42,53 +131,9 @@ def grow(
     *,
     seed: int = 0,
     noise: float = 0.0,
+    options: GrowthOptions | None = None,
 ) -> nn.Module:
-    """Grow ``model`` to ``new_config`` with the named operator; ``model`` is left as is.
-
-    The input and output sizes must stay the same: growth changes the inside of the
-    network, not its task.
-    """
-    grow_fn = GROWTH_OPERATORS.get(operator)
-    old_config = getattr(model, "config", None)
-    for field in ("in_features", "out_features"):
-        old, new = getattr(old_config, field, None), getattr(new_config, field, None)
-        if old != new:
-            raise ValueError(
-                f"growth keeps {field}: new_config.{field} must equal the model's {old}, "
-                f"but got {new}"
-            )
-    return grow_fn(model, new_config, seed=seed, noise=noise)
-
-
-@register_growth_operator("net2net")
-def _net2net_grow(model: nn.Module, new_config: Any, *, seed: int, noise: float) -> nn.Module:
-    """Net2Wider on the existing hidden layers, then Net2Deeper identity layers appended
-    after the last one and widened to their targets. Lossless end to end."""
-    if not isinstance(model, MLP) or not isinstance(new_config, MLPConfig):
-        raise ValueError(
-            "net2net grows an MLP to an MLPConfig, but got "
-            f"{type(model).__name__} and {type(new_config).__name__}"
-        )
-    old, new = model.config, new_config
-    if new.bias != old.bias:
-        raise ValueError(f"growth keeps bias: new_config.bias must be {old.bias}, got {new.bias}")
-    if new.depth < old.depth:
-        raise ValueError(
-            f"net2net cannot remove layers: new_config has {new.depth} hidden layers, "
-            f"the model {old.depth}"
-        )
-    last = new.hidden[old.depth - 1]
-    for index in range(old.depth, new.depth):
-        if new.hidden[index] < last:
-            raise ValueError(
-                f"net2net inserts identity layers of width {last} after hidden layer "
-                f"{old.depth - 1}, so new_config.hidden[{index}] must be >= {last}, "
-                f"but got {new.hidden[index]}"
-            )
-    grown = net2net_widen(model, new.hidden[: old.depth], seed=seed, noise=noise)
-    if new.depth == old.depth:
-        return grown
-    for index in range(old.depth, new.depth):
-        grown = net2net_deepen(grown, at=index - 1)
-    # A second, independent draw for the replicas of the inserted layers.
-    return net2net_widen(grown, new.hidden, seed=seed + 1, noise=noise)
+    """:func:`expand`, returning only the grown model (``noise`` sets ``options.noise``)."""
+    if options is None:
+        options = GrowthOptions(noise=noise)
+    return expand(model, new_config, operator, seed=seed, options=options).model
