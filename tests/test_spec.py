@@ -286,6 +286,12 @@ def test_cli_spec_check_accepts_example(tmp_path: Path) -> None:
             "growth",
             r"growth event 0 does not grow the model: a growth event must grow something",
         ),
+        (  # an operator that cannot grow pruning masks, on a pruned model
+            "model: {family: vit, width: 32}\ngrowth: {operator: lemon}\n"
+            "sparsity: {method: random, density: 0.5}",
+            "growth",
+            r"growth operator 'lemon' does not grow the pruning masks of a 'vit' model",
+        ),
         (
             "growth: {operator: lemon, plan: [{at_fraction: 0.3, at_step: 4}]}",
             "growth.plan.0",

@@ -603,7 +603,7 @@ def _check_condition(
     return issues
 
 
-_PLAN_SECTIONS = ("model", "growth")
+_PLAN_SECTIONS = ("model", "growth", "sparsity")
 _MAX_PLAN_COMBINATIONS = 256
 
 
@@ -640,6 +640,18 @@ def _plan_combinations(spec: SweepSpec) -> list[dict[str, Scalar]]:
     return combos
 
 
+def _check_masked_growth(family: str, operators: Sequence[str]) -> None:
+    from morphtune.methods.growth import GROWTH_OPERATORS
+
+    for operator in operators:
+        if family not in GROWTH_OPERATORS.get(operator).mask_families:
+            raise ValueError(
+                f"growth operator {operator!r} does not grow the pruning masks of a "
+                f"{family!r} model: with sparsity.method set, grow with net2net on an mlp "
+                "(the only operator that grows masks) or leave sparsity.method 'none'"
+            )
+
+
 def _check_growth_plans(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
     """Build every reachable growth plan on a probe task and check each event with the
     operators' own rules (family supported, no shrinking, depth limits, ...)."""
@@ -662,7 +674,10 @@ def _check_growth_plans(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -
             config = config_from_spec(
                 model.family, _probe_task(model.family, trial["model"]), trial["model"]
             )
-            GrowthPlan.from_section(growth.model_dump()).schedule(config, total_steps=10_000)
+            plan = GrowthPlan.from_section(growth.model_dump())
+            plan.schedule(config, total_steps=10_000)
+            if trial["sparsity"]["method"] != "none":
+                _check_masked_growth(model.family, [e.operator for e in plan.events])
         except (ValidationError, ValueError) as exc:
             if isinstance(exc, ValidationError):
                 rule = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())

@@ -279,7 +279,7 @@ def test_masked_models_are_refused_unless_handled(operator: str) -> None:
             continue
         model = build(family, config)
         prune_at_init(model, "random", 0.5, seed=0)
-        if op.handles_masks and family == "mlp":
+        if family in op.mask_families:
             expand(model, targets[0], operator)
         else:
             with pytest.raises(ValueError, match="masks"):

@@ -449,5 +449,5 @@ def test_cnn_growth_errors_name_the_field_and_values() -> None:
 def test_masked_cnn_is_refused() -> None:
     model = build_cnn(CNNConfig(3, 8, 4, (4, 6), (1, 1)))
     prune_at_init(model, "random", 0.5, seed=0)
-    with pytest.raises(ValueError, match="net2net grows sparsity masks only for the mlp family"):
+    with pytest.raises(ValueError, match="'net2net' does not grow the sparsity masks of a 'cnn'"):
         expand(model, CNNConfig(3, 8, 4, (8, 12), (1, 1)), "net2net")

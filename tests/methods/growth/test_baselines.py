@@ -212,7 +212,7 @@ def test_declared_families_and_lossless() -> None:
     for name in BASELINES:
         op = GROWTH_OPERATORS.get(name)
         assert op.families == ("mlp", "cnn", "vit", "gpt")
-        assert not op.handles_masks and op.max_depth_factor is None
+        assert op.mask_families == () and op.max_depth_factor is None
     assert GROWTH_OPERATORS.get("random").lossless == ()
     assert GROWTH_OPERATORS.get("zero").lossless == ("cnn",)
 
@@ -260,5 +260,5 @@ def test_targets_that_do_not_fit_are_refused(
 def test_masked_models_are_refused(operator: str) -> None:
     model = build("mlp", CONFIGS["mlp"])
     prune_at_init(model, "random", 0.5)
-    with pytest.raises(ValueError, match="does not grow sparsity masks"):
+    with pytest.raises(ValueError, match="does not grow the sparsity masks of a"):
         expand(model, growth_target(model.config, 2.0), operator)

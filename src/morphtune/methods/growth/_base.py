@@ -73,14 +73,14 @@ class GrowthOperator(ABC):
     - ``lossless``: the families on which it keeps the function exactly (eval mode,
       ``noise=0``); the conformance tests hold it to that.
     - ``max_depth_factor``: largest target/source depth ratio per event (``None``: any).
-    - ``handles_masks``: whether it grows ``*_keep_mask`` buffers along with weights;
-      a masked model is refused otherwise.
+    - ``mask_families``: the families whose ``*_keep_mask`` buffers it grows along with
+      the weights; a masked model of any other family is refused.
     """
 
     families: ClassVar[tuple[str, ...]] = ()
     lossless: ClassVar[tuple[str, ...]] = ()
     max_depth_factor: ClassVar[float | None] = None
-    handles_masks: ClassVar[bool] = False
+    mask_families: ClassVar[tuple[str, ...]] = ()
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:  # noqa: B027
         """Raise ``ValueError`` (naming the field, value and rule) if this operator cannot

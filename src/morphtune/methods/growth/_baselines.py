@@ -129,7 +129,6 @@ def _source_names(source: Any, target: Any, names: list[str]) -> dict[str, str]:
 
 class _Baseline(GrowthOperator):
     families = _FAMILIES
-    handles_masks = False
     zero: ClassVar[bool] = False
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:

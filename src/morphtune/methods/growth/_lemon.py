@@ -11,7 +11,9 @@ unit are **not** symmetric (unlike Net2Net, whose replicas stay identical under 
   units after it, so the stream becomes ``[x, x, ..., mean(x), ...]``.
 - **Width, inputs.** The ``n_j`` copies of input ``j`` share its fan-in column
   asymmetrically: random ``R_k`` become ``R_k - (sum_k R_k - W[:, j]) / n_j``, which sum to
-  ``W[:, j]`` but differ, so the replicas get different gradients.
+  ``W[:, j]`` but differ, so the replicas get different gradients. (Here the split is
+  drawn per source row and the split rows are then replicated, so the copies of a unit
+  stay bitwise equal at init; see ``_Builder.split_fan_in``.)
 - **LayerNorm** with an indivisible width (``D_T = k D_S + r``): the stream's mean is kept
   and its variance scales by ``s = k D_S / D_T``; ``gamma' = circular(gamma) * sqrt(s)``,
   ``beta' = circular(beta)``, ``eps' = eps * s`` on the copies, and the ``r`` appended
@@ -173,9 +175,8 @@ class _Builder:
         rounding, which a narrow LayerNorm amplifies). The replicas still differ where it
         matters, in their fan-out, and so get different gradients.
         """
-        rows = weight
-        d_source = rows.shape[1]
-        goal = torch.zeros_like(rows) if cancel else rows
+        d_source = weight.shape[1]
+        goal = torch.zeros_like(weight) if cancel else weight
         valid = source_of >= 0
         index = source_of.clamp(min=0)
         if source_of.numel() == d_source and bool(valid.all()):
@@ -183,14 +184,14 @@ class _Builder:
         counts = torch.bincount(source_of[valid], minlength=d_source)
         if bool((counts == 0).any()):
             raise RuntimeError("LEMON: a source input has no copy in the wide layer")
-        shape = (rows.shape[0], source_of.numel(), *rows.shape[2:])
+        shape = (weight.shape[0], source_of.numel(), *weight.shape[2:])
         draw = torch.randn(shape, generator=self.generator, dtype=_F64).mul_(scale)
         copies = valid.nonzero().squeeze(1)
         zeros = (~valid).nonzero().squeeze(1)
         raw = draw.index_select(1, zeros)
         # excess_j = (sum_k R_k - W[:, j]) / n_j, taken off every copy of input j.
-        excess = torch.zeros_like(rows).index_add_(1, index[copies], draw.index_select(1, copies))
-        excess.sub_(goal).div_(counts.to(_F64).view((1, -1) + (1,) * (rows.dim() - 2)))
+        excess = torch.zeros_like(weight).index_add_(1, index[copies], draw.index_select(1, copies))
+        excess.sub_(goal).div_(counts.to(_F64).view((1, -1) + (1,) * (weight.dim() - 2)))
         wide = draw.sub_(excess.index_select(1, index))
         single = (valid & (counts[index] == 1)).nonzero().squeeze(1)
         wide.index_copy_(1, single, goal.index_select(1, index[single]))

@@ -424,7 +424,7 @@ class Net2Net(GrowthOperator):
 
     families = ("mlp", "cnn")
     lossless = ("mlp", "cnn")
-    handles_masks = True  # on the mlp family; a masked cnn is refused with a clear error
+    mask_families = ("mlp",)
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
         if isinstance(source, CNNConfig):

@@ -107,10 +107,11 @@ def expand(
     source = getattr(model, "config", None)
     check_growth(source, new_config, operator, options)
     op = GROWTH_OPERATORS.get(operator)
-    if find_masks(model) and not op.handles_masks:
+    if find_masks(model) and _family_of(source) not in op.mask_families:
         raise ValueError(
-            f"growth operator {operator!r} does not grow sparsity masks; prune after growth "
-            "or use an operator that handles masks (net2net on mlp)"
+            f"growth operator {operator!r} does not grow the sparsity masks of a "
+            f"{_family_of(source)!r} model (it grows masks for {list(op.mask_families)}); "
+            "prune after growth or use net2net on an mlp"
         )
     result = op.expand(model, new_config, seed=seed, options=options)
     grown = getattr(result.model, "config", None)

@@ -102,7 +102,6 @@ class GStack(GrowthOperator):
 
     families = ("vit", "gpt")
     lossless = ()
-    handles_masks = False
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
         family = getattr(type(source), "family", None)
