@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint proto bench clean
+.PHONY: venv demo test lint proto bench bench-growth clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ proto: venv
 
 bench: venv
 	$(BIN)/python benchmarks/trial_overhead.py
+
+bench-growth: venv
+	$(BIN)/python benchmarks/growth_flops.py
 
 clean:
 	rm -rf $(VENV) morphtune-results .pytest_cache

@@ -119,7 +119,7 @@ def counted_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:
 )
 def test_cnn_flops_match_the_flop_counter(width: int, stages: int, blocks: int, size: int) -> None:
     config = CNNConfig(2, size, 5, tuple(width * 2**s for s in range(stages)), (blocks,) * stages)
-    model = CNN(config)
+    model = CNN(config).eval()  # batch statistics need more than one value per channel
     cost = model_cost(model)
     bias_adds = config.num_classes  # the only biases: the head's
     assert counted_flops(model, torch.randn(1, 2, size, size)) == cost.flops - bias_adds
