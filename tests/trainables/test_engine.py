@@ -276,3 +276,27 @@ def test_resume_across_lemon_growth_rebuilds_the_grown_transformer() -> None:
     fresh.train_epoch()
     for a, b in zip(run.model.parameters(), fresh.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_gstack_timing_places_growth_by_the_formula() -> None:
+    """For a model this small G_stack's formula asks for far more tokens than the budget
+    holds, so the event lands at the clamp (half the budget), not at ``at_fraction``."""
+    from morphtune.flops import config_cost
+    from morphtune.methods.growth import gstack_growth_fraction
+
+    run = engine(
+        {
+            "growth.operator": "stack",
+            "growth.timing": "gstack",
+            "growth.at_fraction": 0.1,
+            "growth.factor": 1.0,
+            "growth.depth_factor": 2.0,
+        },
+        text=TEXT,
+    )
+    target = run.events[0].target
+    tokens = run.total_steps * run.batch_size * 32  # context 32
+    timing = gstack_growth_fraction(config_cost("gpt", target).params, tokens)
+    assert timing.clamped and timing.raw_fraction > 1
+    assert run.events[0].step == math.ceil(timing.fraction * run.total_steps)
+    assert run.events[0].step != math.ceil(0.1 * run.total_steps)
