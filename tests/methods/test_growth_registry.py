@@ -52,15 +52,6 @@ LOSSLESS = [(op, f) for op, f in SUPPORTED if f in GROWTH_OPERATORS.get(op).loss
 STANDARD_FACTORS = [(1.5, 1.0), (2.0, 1.0), (1.0, 2.0), (2.0, 2.0)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny models: one intra-op thread is fastest, and steady on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------- examples
 
 #: Tiny hand-made configs; families not listed go through ``from_spec``.

@@ -3,8 +3,6 @@ lossless with BatchNorm, replica statistics and symmetry on the CNN family."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,15 +13,6 @@ from morphtune.methods.growth import expand, net2net_deepen, net2net_widen
 from morphtune.methods.growth._net2net import net2net_deepen_cnn, net2net_widen_cnn
 from morphtune.methods.sparsity import MaskSet, find_masks, prune_at_init
 from morphtune.models import CNN, MLP, BasicBlock, CNNConfig, MLPConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread is fastest, and steady on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @st.composite

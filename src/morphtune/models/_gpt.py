@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,17 +12,17 @@ from torch import nn
 from morphtune.models._base import TaskShape, check_positive_int
 from morphtune.models._transformer import (
     Block,
+    TransformerShape,
     attention_flops,
     block_flop_uses,
-    check_transformer_shape,
+    heads_for,
 )
-from morphtune.models._vit import _heads_for, _resized_heads
 
 __all__ = ["GPT", "GPTConfig"]
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(TransformerShape):
     """Structure of a :class:`GPT`: ``vocab_size`` tokens (256 for bytes), ``context``
     positions, ``depth`` causal blocks of width ``dim`` with ``heads`` heads."""
 
@@ -41,30 +40,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         check_positive_int("vocab_size", self.vocab_size)
         check_positive_int("context", self.context)
-        check_transformer_shape(self.dim, self.heads, self.mlp_dim, self.depth)
-        if not (isinstance(self.ln_eps, float) and math.isfinite(self.ln_eps) and self.ln_eps > 0):
-            raise ValueError(f"ln_eps must be a float > 0, but got ln_eps={self.ln_eps!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def width(self) -> int:
-        return self.dim
-
-    def resized(self, width: int, depth: int) -> GPTConfig:
-        """Same ``head_dim`` (heads = width / head_dim), ``mlp_dim`` scaled with the width."""
-        heads, mlp_dim = _resized_heads(self.dim, self.heads, self.mlp_dim, width)
-        return GPTConfig(
-            self.vocab_size,
-            self.context,
-            width,
-            check_positive_int("depth", depth),
-            heads,
-            mlp_dim,
-            self.ln_eps,
-        )
+        self.check_shape()
 
     @classmethod
     def from_spec(cls, task: TaskShape, model: Mapping[str, Any]) -> GPTConfig:
@@ -80,7 +56,7 @@ class GPTConfig:
             context=task.input_shape[0],
             dim=dim,
             depth=model["depth"],
-            heads=_heads_for(dim, model.get("head_dim", 16)),
+            heads=heads_for(dim, model.get("head_dim", 16)),
             mlp_dim=round(model.get("mlp_ratio", 4.0) * dim),
         )
 

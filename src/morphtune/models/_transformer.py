@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Any, Self
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from morphtune.models._base import check_positive_int
 
-__all__ = ["Attention", "Block", "check_transformer_shape"]
+__all__ = ["Attention", "Block", "TransformerShape", "check_transformer_shape", "heads_for"]
 
 
 def check_transformer_shape(dim: int, heads: int, mlp_dim: int, depth: int) -> None:
@@ -19,6 +23,60 @@ def check_transformer_shape(dim: int, heads: int, mlp_dim: int, depth: int) -> N
     check_positive_int("depth", depth)
     if dim % heads:
         raise ValueError(f"dim must be divisible by heads, but got dim={dim}, heads={heads}")
+
+
+def heads_for(dim: int, head_dim: int) -> int:
+    """Number of heads of size ``head_dim`` in a model of width ``dim``."""
+    check_positive_int("head_dim", head_dim)
+    if dim % head_dim:
+        raise ValueError(
+            f"width must be a multiple of head_dim, but got width={dim}, head_dim={head_dim}"
+        )
+    return dim // head_dim
+
+
+class TransformerShape:
+    """The growth view shared by the transformer configs (a mixin of frozen dataclasses
+    with ``dim``, ``depth``, ``heads``, ``mlp_dim`` and ``ln_eps`` fields)."""
+
+    dim: int
+    depth: int
+    heads: int
+    mlp_dim: int
+    ln_eps: float
+
+    def check_shape(self) -> None:
+        check_transformer_shape(self.dim, self.heads, self.mlp_dim, self.depth)
+        eps = self.ln_eps
+        if not (isinstance(eps, float) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"ln_eps must be a float > 0, but got ln_eps={eps!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def width(self) -> int:
+        return self.dim
+
+    def resized(self, width: int, depth: int) -> Self:
+        """Same ``head_dim`` (heads = width / head_dim), ``mlp_dim`` scaled with the width
+        (rounded half up)."""
+        check_positive_int("width", width)
+        check_positive_int("depth", depth)
+        if width % self.head_dim:
+            raise ValueError(
+                f"width must be a multiple of head_dim={self.head_dim} (heads keep their "
+                f"size), but got width={width}"
+            )
+        mlp_dim = max(1, (self.mlp_dim * width * 2 + self.dim) // (2 * self.dim))
+        changes: dict[str, Any] = {
+            "dim": width,
+            "depth": depth,
+            "heads": width // self.head_dim,
+            "mlp_dim": mlp_dim,
+        }
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 class Attention(nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,16 +12,17 @@ from torch import nn
 from morphtune.models._base import TaskShape, check_positive_int
 from morphtune.models._transformer import (
     Block,
+    TransformerShape,
     attention_flops,
     block_flop_uses,
-    check_transformer_shape,
+    heads_for,
 )
 
 __all__ = ["ViT", "ViTConfig"]
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(TransformerShape):
     """Structure of a :class:`ViT`: square ``image_size`` images cut into
     ``patch_size`` patches, ``depth`` blocks of width ``dim`` with ``heads`` heads."""
 
@@ -49,42 +49,17 @@ class ViTConfig:
         check_positive_int("patch_size", self.patch_size)
         check_positive_int("in_channels", self.in_channels)
         check_positive_int("num_classes", self.num_classes)
-        check_transformer_shape(self.dim, self.heads, self.mlp_dim, self.depth)
+        self.check_shape()
         if self.image_size % self.patch_size:
             raise ValueError(
                 "image_size must be divisible by patch_size, but got "
                 f"image_size={self.image_size}, patch_size={self.patch_size}"
             )
-        if not (isinstance(self.ln_eps, float) and math.isfinite(self.ln_eps) and self.ln_eps > 0):
-            raise ValueError(f"ln_eps must be a float > 0, but got ln_eps={self.ln_eps!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
 
     @property
     def tokens(self) -> int:
         """Patches plus the class token."""
         return (self.image_size // self.patch_size) ** 2 + 1
-
-    @property
-    def width(self) -> int:
-        return self.dim
-
-    def resized(self, width: int, depth: int) -> ViTConfig:
-        """Same ``head_dim`` (heads = width / head_dim), ``mlp_dim`` scaled with the width."""
-        heads, mlp_dim = _resized_heads(self.dim, self.heads, self.mlp_dim, width)
-        return ViTConfig(
-            self.image_size,
-            self.patch_size,
-            self.in_channels,
-            self.num_classes,
-            width,
-            check_positive_int("depth", depth),
-            heads,
-            mlp_dim,
-            self.ln_eps,
-        )
 
     @classmethod
     def from_spec(cls, task: TaskShape, model: Mapping[str, Any]) -> ViTConfig:
@@ -92,7 +67,7 @@ class ViTConfig:
         if height != width:
             raise ValueError(f"model family 'vit' needs square images, got {height}x{width}")
         dim = model["width"]
-        heads = _heads_for(dim, model.get("head_dim", 16))
+        heads = heads_for(dim, model.get("head_dim", 16))
         return cls(
             image_size=height,
             patch_size=model.get("patch_size", 2),
@@ -103,27 +78,6 @@ class ViTConfig:
             heads=heads,
             mlp_dim=round(model.get("mlp_ratio", 4.0) * dim),
         )
-
-
-def _heads_for(dim: int, head_dim: int) -> int:
-    check_positive_int("head_dim", head_dim)
-    if dim % head_dim:
-        raise ValueError(
-            f"width must be a multiple of head_dim, but got width={dim}, head_dim={head_dim}"
-        )
-    return dim // head_dim
-
-
-def _resized_heads(dim: int, heads: int, mlp_dim: int, width: int) -> tuple[int, int]:
-    """Heads for ``width`` at the same head_dim, and ``mlp_dim`` scaled (half up)."""
-    check_positive_int("width", width)
-    head_dim = dim // heads
-    if width % head_dim:
-        raise ValueError(
-            f"width must be a multiple of head_dim={head_dim} (heads keep their size), "
-            f"but got width={width}"
-        )
-    return width // head_dim, max(1, (mlp_dim * width * 2 + dim) // (2 * dim))
 
 
 class ViT(nn.Module):
