@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from morphtune.methods.sparsity import find_masks, layer_counts, layer_densities
-from morphtune.models import MLPConfig
+from morphtune.models import MLPConfig, build_model
 
 __all__ = ["Cost", "config_cost", "mlp_cost", "model_cost"]
 
@@ -135,8 +135,6 @@ def model_cost(model: nn.Module) -> Cost:
 def config_cost(family: str, config: object) -> Cost:
     """Dense cost of a model of ``family`` built from ``config``, without allocating it
     (built on the meta device), so a trial's cost is known before it launches."""
-    from morphtune.models import build_model
-
     with torch.device("meta"):
         model = build_model(family, config)
     return model_cost(model)

@@ -176,7 +176,7 @@ def test_widening_errors_name_the_layer_and_values() -> None:
         net2net_widen(model, (4, 5))
     with pytest.raises(ValueError, match=r"one width per hidden layer \(2\), but got 1"):
         net2net_widen(model, (8,))
-    with pytest.raises(ValueError, match="noise >= 0"):
+    with pytest.raises(ValueError, match=r"noise must be finite and >= 0, but got noise=-1.0"):
         net2net_widen(model, (4, 6), noise=-1.0)
     with pytest.raises(ValueError, match="Net2Net grows a morphtune MLP"):
         net2net_widen(nn.Linear(3, 2), (4,))  # type: ignore[arg-type]
@@ -429,7 +429,7 @@ def test_cnn_growth_errors_name_the_field_and_values() -> None:
         expand(model, CNNConfig(3, 8, 4, (4, 6, 8), (1, 2, 1)), "net2net")
     with pytest.raises(ValueError, match=r"new_widths=.* is not a valid cnn width"):
         net2net_widen_cnn(model, (8,))
-    with pytest.raises(ValueError, match="noise >= 0"):
+    with pytest.raises(ValueError, match=r"noise must be finite and >= 0, but got noise=-1.0"):
         net2net_widen_cnn(model, (4, 6), noise=-1.0)
     with pytest.raises(ValueError, match="Net2Net grows a morphtune CNN"):
         net2net_deepen_cnn(build(MLPConfig(3, 2, (4,)), torch.float64), (2,))  # type: ignore[arg-type]

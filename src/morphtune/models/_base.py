@@ -8,7 +8,6 @@ sizes) and never change under growth.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -17,7 +16,7 @@ __all__ = [
     "TaskShape",
     "check_positive_int",
     "check_positive_ints",
-    "scale_width",
+    "rescale",
 ]
 
 
@@ -41,10 +40,10 @@ def check_positive_ints(field: str, values: object) -> tuple[int, ...]:
     return items
 
 
-def scale_width(width: int, factor: float) -> int:
-    """``width * factor`` rounded half up, never below ``width`` when ``factor >= 1``."""
-    scaled = math.floor(width * factor + 0.5)
-    return max(1, scaled if factor < 1 else max(width, scaled))
+def rescale(size: int, new: int, old: int) -> int:
+    """``size * new / old`` rounded half up, at least 1: a part's size when the whole it
+    belongs to goes from ``old`` to ``new`` (exact integer arithmetic)."""
+    return max(1, (size * new * 2 + old) // (2 * old))
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from morphtune.models._base import TaskShape, check_positive_int, check_positive_ints
+from morphtune.models._base import TaskShape, check_positive_int, check_positive_ints, rescale
 
 __all__ = ["CNN", "BasicBlock", "CNNConfig"]
 
@@ -60,12 +60,8 @@ class CNNConfig:
         exactly ``width``); stage depths scaled by ``depth / self.depth``."""
         check_positive_int("width", width)
         check_positive_int("depth", depth)
-        widths = tuple(
-            max(1, (w * width * 2 + self.width) // (2 * self.width)) for w in self.widths
-        )
-        blocks = tuple(
-            max(1, (b * depth * 2 + self.depth) // (2 * self.depth)) for b in self.blocks
-        )
+        widths = tuple(rescale(w, width, self.width) for w in self.widths)
+        blocks = tuple(rescale(b, depth, self.depth) for b in self.blocks)
         return CNNConfig(self.in_channels, self.image_size, self.num_classes, widths, blocks)
 
     @classmethod

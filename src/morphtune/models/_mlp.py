@@ -9,11 +9,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from morphtune.models._base import TaskShape, check_positive_int
+from morphtune.models._base import TaskShape, check_positive_int, rescale
 
 __all__ = ["MLP", "MLPConfig", "mlp_config_from"]
-
-_check_positive_int = check_positive_int
 
 
 @dataclass(frozen=True)
@@ -33,15 +31,15 @@ class MLPConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        _check_positive_int("in_features", self.in_features)
-        _check_positive_int("out_features", self.out_features)
+        check_positive_int("in_features", self.in_features)
+        check_positive_int("out_features", self.out_features)
         if isinstance(self.hidden, str | bytes) or not hasattr(self.hidden, "__iter__"):
             raise ValueError(f"hidden must be a sequence of ints, but got hidden={self.hidden!r}")
         hidden = tuple(self.hidden)
         if len(hidden) < 1:
             raise ValueError(f"hidden must name at least one hidden layer, but got hidden={hidden}")
         for index, width in enumerate(hidden):
-            _check_positive_int(f"hidden[{index}]", width)
+            check_positive_int(f"hidden[{index}]", width)
         object.__setattr__(self, "hidden", hidden)
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias must be a bool, but got bias={self.bias!r}")
@@ -59,9 +57,9 @@ class MLPConfig:
     def resized(self, width: int, depth: int) -> MLPConfig:
         """Every hidden width scaled by ``width / self.width`` (rounded half up), then
         layers of the last width appended (or trailing ones dropped) to reach ``depth``."""
-        _check_positive_int("width", width)
-        _check_positive_int("depth", depth)
-        hidden = [max(1, (h * width * 2 + self.width) // (2 * self.width)) for h in self.hidden]
+        check_positive_int("width", width)
+        check_positive_int("depth", depth)
+        hidden = [rescale(h, width, self.width) for h in self.hidden]
         hidden = (hidden + [hidden[-1]] * depth)[:depth]
         return MLPConfig(self.in_features, self.out_features, tuple(hidden), self.bias)
 
@@ -83,7 +81,7 @@ class MLPConfig:
 
 def mlp_config_from(in_features: int, out_features: int, width: int, depth: int) -> MLPConfig:
     """Config of an MLP with ``depth`` hidden layers, all ``width`` wide."""
-    _check_positive_int("depth", depth)
+    check_positive_int("depth", depth)
     return MLPConfig(in_features=in_features, out_features=out_features, hidden=(width,) * depth)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from morphtune.models._base import check_positive_int
+from morphtune.models._base import check_positive_int, rescale
 
 __all__ = ["Attention", "Block", "TransformerShape", "check_transformer_shape", "heads_for"]
 
@@ -69,7 +69,7 @@ class TransformerShape:
                 f"width must be a multiple of head_dim={self.head_dim} (heads keep their "
                 f"size), but got width={width}"
             )
-        mlp_dim = max(1, (self.mlp_dim * width * 2 + self.dim) // (2 * self.dim))
+        mlp_dim = rescale(self.mlp_dim, width, self.dim)
         changes: dict[str, Any] = {
             "dim": width,
             "depth": depth,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from morphtune.data import DatasetSplit
-from morphtune.flops import model_cost
+from morphtune.flops import config_cost, model_cost
 from morphtune.methods.growth import GrowthPlan, ScheduledEvent, expand, gstack_growth_fraction
 from morphtune.methods.sparsity import MaskSet, find_masks, masks_in_state_dict, prune_at_init
 from morphtune.models import (
@@ -88,7 +89,7 @@ class TrialEngine:
         self.last_train_loss = math.nan
         torch.manual_seed(training["seed"])
         initial = config_from_spec(self.family, self.task, self.trial["model"])
-        self.plan = GrowthPlan.from_section(self._timed_growth(initial))
+        self.plan = self._gstack_timed(GrowthPlan.from_section(self.trial["growth"]), initial)
         self.events: list[ScheduledEvent] = self.plan.schedule(initial, self.total_steps)
         self.model = self._build_model(initial)
         self.masks = self._prune()
@@ -96,22 +97,17 @@ class TrialEngine:
 
     # ------------------------------------------------------------------ building
 
-    def _timed_growth(self, initial: Any) -> dict[str, Any]:
-        """The growth section, with ``timing: gstack`` turned into an ``at_fraction``
-        by G_stack's formula (tokens = samples, or sequence tokens for a language model)."""
-        growth = dict(self.trial["growth"])
-        if growth.get("timing") != "gstack" or growth["operator"] == "none":
-            return growth
-        plan = GrowthPlan.from_section(growth)
-        target = plan.events[0].target(initial)
-        from morphtune.flops import config_cost
-
-        target_params = config_cost(self.family, target).params
+    def _gstack_timed(self, plan: GrowthPlan, initial: Any) -> GrowthPlan:
+        """With ``timing: gstack``, the plan's (single) event placed by G_stack's formula
+        (tokens = samples, or sequence tokens for a language model)."""
+        if self.trial["growth"].get("timing") != "gstack" or not plan.events:
+            return plan
+        event = plan.events[0]
+        target_params = config_cost(self.family, event.target(initial)).params
         per_sample = self.task.input_shape[0] if self.task.task == "lm" else 1
         samples = self.total_steps * self.batch_size * self.world_size
         timing = gstack_growth_fraction(target_params, samples * per_sample)
-        growth["at_fraction"] = timing.fraction
-        return growth
+        return replace(plan, events=(replace(event, at_fraction=timing.fraction),))
 
     def _build_model(self, config: Any) -> nn.Module:
         return build_model(self.family, config).to(self.device)

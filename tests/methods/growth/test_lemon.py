@@ -571,7 +571,7 @@ def test_grows_a_grown_model_again() -> None:
         (
             ViTConfig(4, 2, 1, 3, dim=4, depth=2, heads=2, mlp_dim=6),
             ViTConfig(4, 2, 1, 3, dim=8, depth=2, heads=2, mlp_dim=12),
-            "keeps head_dim=2: new_config.dim must be a multiple of 2 with heads = dim / 2",
+            r"heads keep their size: new_config.dim / heads must equal 2, but got 8 / 2 = 4",
         ),
         (
             GPTConfig(7, 4, dim=4, depth=2, heads=2, mlp_dim=6),
@@ -591,7 +591,7 @@ def test_grows_a_grown_model_again() -> None:
         (
             CNNConfig(1, 4, 2, (2,), (1,)),
             CNNConfig(1, 4, 2, (2, 4), (1, 1)),
-            "keeps the number of CNN stages",
+            "growth keeps the number of cnn stages: new_config.widths must have 1 entries",
         ),
         (
             MLPConfig(3, 2, (9, 3)),

@@ -15,10 +15,15 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import nn
 
-from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
-from morphtune.methods.growth._net2net import _check_cnn_target
+from morphtune.methods.growth._base import (
+    GrowthOperator,
+    GrowthOptions,
+    GrowthResult,
+    empty_like,
+    verbatim_copies,
+)
 from morphtune.methods.growth._registry import register_growth_operator
-from morphtune.models import MODEL_FAMILIES, CNNConfig, MLPConfig
+from morphtune.models import MLPConfig
 
 __all__ = ["RandomGrowth", "ZeroGrowth"]
 
@@ -29,33 +34,22 @@ _DIRECT_STD = {"cls_token": 0.0, "pos_embed": 0.02}
 
 
 def _check_target(source: Any, target: Any) -> None:
-    """Every copied tensor must fit into the leading slice of its target tensor."""
-    if isinstance(source, MLPConfig):
-        for index, width in enumerate(source.hidden):
-            if target.hidden[index] < width:
-                raise ValueError(
-                    f"hidden layer {index} can only grow: new_config.hidden[{index}] must be "
-                    f">= {width}, but got {target.hidden[index]}"
-                )
-        if target.hidden[-1] < source.hidden[-1]:
+    """Every copied tensor must fit into the leading slice of its target tensor (the
+    shared rules already keep cnn stages and transformer heads and MLPs from shrinking)."""
+    if not isinstance(source, MLPConfig):
+        return
+    for index, width in enumerate(source.hidden):
+        if target.hidden[index] < width:
             raise ValueError(
-                "the output layer is copied into the target's output layer, so "
-                f"new_config.hidden[-1] must be >= {source.hidden[-1]}, but got "
-                f"{target.hidden[-1]}"
+                f"hidden layer {index} can only grow: new_config.hidden[{index}] must be "
+                f">= {width}, but got {target.hidden[index]}"
             )
-    elif isinstance(source, CNNConfig):
-        _check_cnn_target(source, target)
-    else:  # vit, gpt
-        if target.head_dim != source.head_dim:
-            raise ValueError(
-                f"heads keep their size: new_config.dim / heads must equal {source.head_dim}, "
-                f"but got {target.dim} / {target.heads} = {target.dim / target.heads:g}"
-            )
-        if target.mlp_dim < source.mlp_dim:
-            raise ValueError(
-                f"mlp_dim can only grow: new_config.mlp_dim must be >= {source.mlp_dim}, "
-                f"but got {target.mlp_dim}"
-            )
+    if target.hidden[-1] < source.hidden[-1]:
+        raise ValueError(
+            "the output layer is copied into the target's output layer, so "
+            f"new_config.hidden[-1] must be >= {source.hidden[-1]}, but got "
+            f"{target.hidden[-1]}"
+        )
 
 
 def _fill(tensor: torch.Tensor, draw: torch.Tensor | float) -> None:
@@ -135,24 +129,17 @@ class _Baseline(GrowthOperator):
         _check_target(source, target)
 
     @torch.no_grad()
-    def expand(
+    def _expand(
         self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
     ) -> GrowthResult:
         config = cast(Any, model).config
-        _check_target(config, target)
-        family = MODEL_FAMILIES.get(type(config).family)
-        reference = next(model.parameters())
-        with torch.device("meta"):
-            grown = family.model_type(target)
-        grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
-        grown.train(model.training)
+        grown = empty_like(model, target)
         _init(grown, torch.Generator().manual_seed(seed), self.zero)
 
         source_state = model.state_dict()
         grown_state = grown.state_dict()
-        parameters = {name for name, _ in model.named_parameters()}
-        carried = {}
-        for new_name, old_name in _source_names(config, target, list(source_state)).items():
+        origins = _source_names(config, target, list(source_state))
+        for new_name, old_name in origins.items():
             old, new = source_state[old_name], grown_state[new_name]
             if old.dim() != new.dim() or any(
                 a > b for a, b in zip(old.shape, new.shape, strict=True)
@@ -161,9 +148,7 @@ class _Baseline(GrowthOperator):
                     f"cannot copy {old_name} {tuple(old.shape)} into {new_name} {tuple(new.shape)}"
                 )
             new[tuple(slice(0, size) for size in old.shape)].copy_(old)
-            if old.shape == new.shape and old_name in parameters:
-                carried[new_name] = old_name
-        return GrowthResult(grown, carried)
+        return GrowthResult(grown, verbatim_copies(model, grown, origins))
 
 
 @register_growth_operator("random")

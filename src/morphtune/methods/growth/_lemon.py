@@ -41,14 +41,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
+from morphtune.methods.growth._base import (
+    GrowthOperator,
+    GrowthOptions,
+    GrowthResult,
+    empty_like,
+    verbatim_copies,
+)
 from morphtune.methods.growth._registry import register_growth_operator
-from morphtune.models import CNN, GPT, MLP, CNNConfig, GPTConfig, MLPConfig, ViT, ViTConfig
+from morphtune.models import CNN, GPT, MLP, CNNConfig, MLPConfig, ViT
 
 __all__ = ["Lemon", "lemon_depth_plan"]
 
@@ -416,12 +422,9 @@ def _grow_transformer(
     return replace(target, ln_eps=source.ln_eps * s if full != wide else source.ln_eps)
 
 
-def _assemble(model: nn.Module, family: str, config: Any, build: _Builder) -> GrowthResult:
+def _assemble(model: nn.Module, config: Any, build: _Builder) -> GrowthResult:
     """The grown model on ``model``'s device, dtype and mode, filled from ``build``."""
-    reference = next(model.parameters())
-    with torch.device("meta"):
-        grown = _MODEL_TYPES[family](config)
-    grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
+    grown = empty_like(model, config)
     expected = set(grown.state_dict())
     if expected != set(build.state):
         raise RuntimeError(
@@ -430,16 +433,7 @@ def _assemble(model: nn.Module, family: str, config: Any, build: _Builder) -> Gr
             f"{sorted(set(build.state) - expected)}"
         )
     grown.load_state_dict(build.state)
-    grown.train(model.training)
-    params = dict(grown.named_parameters())
-    source_params = dict(model.named_parameters())
-    carried: dict[str, str] = {}
-    for name, param in params.items():
-        origin = build.origin.get(name, "")
-        old = source_params.get(origin)
-        if old is not None and old.shape == param.shape and torch.equal(old.detach(), param):
-            carried[name] = origin
-    return GrowthResult(grown, carried)
+    return GrowthResult(grown, verbatim_copies(model, grown, build.origin))
 
 
 def _too_deep(field: str, old: int, new: int) -> ValueError:
@@ -465,17 +459,17 @@ class Lemon(GrowthOperator):
     max_depth_factor = 2.0
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
+        # The shared rules cover the rest: heads keep their size, nothing shrinks, and
+        # the model's depth grows at most 2x.
         if isinstance(source, MLPConfig):
             self._check_mlp(source, target, options)
         elif isinstance(source, CNNConfig):
-            self._check_cnn(source, target)
-        elif isinstance(source, ViTConfig | GPTConfig):
-            self._check_transformer(source, target)
+            for stage, (old, new) in enumerate(zip(source.blocks, target.blocks, strict=True)):
+                if new > 2 * old:
+                    raise _too_deep(f"blocks[{stage}]", old, new)
 
     @staticmethod
     def _check_mlp(source: MLPConfig, target: MLPConfig, options: GrowthOptions) -> None:
-        if target.depth > 2 * source.depth:
-            raise _too_deep("depth", source.depth, target.depth)
         reps = _mlp_representations(source, target, options.placement)
         plan = lemon_depth_plan(source.depth, target.depth, options.placement)
         for position, ((_, new), rep) in enumerate(zip(plan, reps, strict=True)):
@@ -492,52 +486,12 @@ class Lemon(GrowthOperator):
                     f"but got {target.hidden[position]}"
                 )
 
-    @staticmethod
-    def _check_cnn(source: CNNConfig, target: CNNConfig) -> None:
-        if len(target.widths) != len(source.widths):
-            raise ValueError(
-                f"LEMON keeps the number of CNN stages: new_config.widths must have "
-                f"{len(source.widths)} entries, but got {len(target.widths)}"
-            )
-        for stage, (old, new) in enumerate(zip(source.widths, target.widths, strict=True)):
-            if new < old:
-                raise ValueError(
-                    f"stage widths can only grow: new_config.widths[{stage}] must be "
-                    f">= {old}, but got {new}"
-                )
-        for stage, (old, new) in enumerate(zip(source.blocks, target.blocks, strict=True)):
-            if not old <= new <= 2 * old:
-                raise _too_deep(f"blocks[{stage}]", old, new)
-
-    @staticmethod
-    def _check_transformer(source: Any, target: Any) -> None:
-        head_dim = source.dim // source.heads
-        if target.dim % head_dim or target.dim // target.heads != head_dim:
-            raise ValueError(
-                f"LEMON keeps head_dim={head_dim}: new_config.dim must be a multiple of "
-                f"{head_dim} with heads = dim / {head_dim}, but got dim={target.dim}, "
-                f"heads={target.heads}"
-            )
-        if target.mlp_dim < source.mlp_dim:
-            raise ValueError(
-                f"mlp_dim can only grow: new_config.mlp_dim must be >= {source.mlp_dim}, "
-                f"but got {target.mlp_dim}"
-            )
-        if target.depth > 2 * source.depth:
-            raise _too_deep("depth", source.depth, target.depth)
-
     @torch.no_grad()
-    def expand(
+    def _expand(
         self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
     ) -> GrowthResult:
-        family = getattr(type(getattr(model, "config", None)), "family", None)
-        if family not in _MODEL_TYPES:
-            raise ValueError(
-                f"LEMON grows morphtune models of the families {list(_MODEL_TYPES)}, "
-                f"but got {type(model).__name__}"
-            )
+        family = type(cast(Any, model).config).family
         _check_layout(model, family)
-        self.check_target(model.config, target, options)
         build = _Builder(model, seed)
         config: Any
         if isinstance(model, MLP):
@@ -548,4 +502,4 @@ class Lemon(GrowthOperator):
             config = _grow_transformer(model, target, build, options)
         else:  # unreachable: _check_layout accepted one of the four model types
             raise ValueError(f"LEMON cannot grow {type(model).__name__}")
-        return _assemble(model, family, config, build)
+        return _assemble(model, config, build)

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
+from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult, empty_like
 from morphtune.methods.growth._registry import register_growth_operator
-from morphtune.models._mixture import MEMBERS, MixtureConfig, MixtureMLP
+from morphtune.models._mixture import MEMBERS
 
 __all__ = ["DEFAULT_ORTHOGONAL_SCALE", "MixtureGrowth", "new_coefficients"]
 
@@ -18,15 +18,6 @@ DEFAULT_ORTHOGONAL_SCALE = 1e-2
 
 # Off-diagonal blocks (row member, column member), in the order they are drawn.
 _OFF_DIAGONAL = ((0, 1), (1, 0))
-
-
-def _check_model(model: object) -> MixtureMLP:
-    if not isinstance(model, MixtureMLP):
-        raise ValueError(
-            f"mixturegrowth grows a morphtune MixtureMLP ('mixture' family), "
-            f"but got {type(model).__name__}"
-        )
-    return model
 
 
 def _null_direction(rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -160,17 +151,10 @@ class MixtureGrowth(GrowthOperator):
             )
 
     @torch.no_grad()
-    def expand(
+    def _expand(
         self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
     ) -> GrowthResult:
-        model = _check_model(model)
-        source: MixtureConfig = model.config
-        self.check_target(source, target, options)
-        reference = model.layer_templates(0)
-        with torch.device("meta"):
-            grown = MixtureMLP(target)
-        grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
-        grown.train(model.training)
+        grown = empty_like(model, target)
         generator = torch.Generator().manual_seed(seed)
         carried: dict[str, str] = {}
         own = dict(model.named_parameters())

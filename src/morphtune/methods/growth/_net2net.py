@@ -16,7 +16,13 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
+from morphtune.methods.growth._base import (
+    GrowthOperator,
+    GrowthOptions,
+    GrowthResult,
+    empty_like,
+    verbatim_copies,
+)
 from morphtune.methods.growth._registry import register_growth_operator
 from morphtune.methods.sparsity import MaskSet, find_masks
 from morphtune.models import CNN, MLP, BasicBlock, CNNConfig, MLPConfig
@@ -39,16 +45,6 @@ def _check_mlp(model: object) -> MLP:
 def _linears(model: MLP) -> list[nn.Linear]:
     """``model.layers`` typed as the ``nn.Linear`` layers an :class:`MLP` holds."""
     return [cast(nn.Linear, layer) for layer in model.layers]
-
-
-def _empty_mlp_like(model: MLP, config: MLPConfig) -> MLP:
-    """An uninitialised MLP on ``model``'s device and dtype (no global RNG draws)."""
-    reference = _linears(model)[0].weight
-    with torch.device("meta"):
-        grown = MLP(config)
-    grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
-    grown.train(model.training)
-    return grown
 
 
 def _replica_map(width: int, new_width: int, generator: torch.Generator) -> torch.Tensor:
@@ -93,13 +89,6 @@ def _perturb_new_rows(
     new_rows += (scale * draw).to(device=wide.device, dtype=wide.dtype)
 
 
-def _check_noise(noise: object) -> None:
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
-        raise ValueError(f"noise must satisfy noise >= 0, but got noise={noise!r}")
-    if not math.isfinite(noise):
-        raise ValueError(f"noise must be finite, but got noise={noise!r}")
-
-
 def _check_new_hidden(config: MLPConfig, new_hidden: Sequence[int]) -> tuple[int, ...]:
     new_hidden = tuple(new_hidden)
     if len(new_hidden) != config.depth:
@@ -138,7 +127,7 @@ def net2net_widen(
     model = _check_mlp(model)
     config = model.config
     new_hidden = _check_new_hidden(config, new_hidden)
-    _check_noise(noise)
+    GrowthOptions(noise=noise)  # validates noise (finite, >= 0)
 
     generator = torch.Generator().manual_seed(seed)
     maps = [
@@ -146,7 +135,7 @@ def net2net_widen(
         for width, new_width in zip(config.hidden, new_hidden, strict=True)
     ]
     source_masks = find_masks(model)
-    widened = _empty_mlp_like(model, replace(config, hidden=new_hidden))
+    widened = cast(MLP, empty_like(model, replace(config, hidden=new_hidden)))
     grown_masks: dict[str, torch.Tensor] = {}
     layer_pairs = zip(_linears(model), _linears(widened), strict=True)
     for index, (layer, wide_layer) in enumerate(layer_pairs):
@@ -186,7 +175,7 @@ def net2net_deepen(model: MLP, at: int) -> MLP:
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < config.depth:
         raise ValueError(f"at must satisfy 0 <= at < {config.depth}, but got at={at!r}")
     hidden = (*config.hidden[: at + 1], config.hidden[at], *config.hidden[at + 1 :])
-    deepened = _empty_mlp_like(model, replace(config, hidden=hidden))
+    deepened = cast(MLP, empty_like(model, replace(config, hidden=hidden)))
     source_masks = find_masks(model)
     moved_masks: dict[str, torch.Tensor] = {}
     deepened_layers = _linears(deepened)
@@ -211,38 +200,10 @@ def net2net_deepen(model: MLP, at: int) -> MLP:
 # --------------------------------------------------------------------------- CNN
 
 
-def _check_cnn(model: object) -> CNN:
+def _cnn_config(model: object) -> CNNConfig:
     if not isinstance(model, CNN):
         raise ValueError(f"Net2Net grows a morphtune CNN here, but got {type(model).__name__}")
-    masks = find_masks(model)
-    if masks:
-        raise ValueError(
-            "net2net grows sparsity masks only for the mlp family, but the cnn model has "
-            f"masks on {sorted(masks)}; prune after growth instead"
-        )
-    return model
-
-
-def _check_cnn_target(config: CNNConfig, target: CNNConfig) -> None:
-    """Same stages; every stage's width and block count at least the source's."""
-    stages = len(config.widths)
-    if len(target.widths) != stages:
-        raise ValueError(
-            f"growth keeps the number of cnn stages: new_config.widths must have {stages} "
-            f"entries, but got widths={target.widths}"
-        )
-    for field in ("widths", "blocks"):
-        old, new = getattr(config, field), getattr(target, field)
-        for stage in range(stages):
-            if new[stage] < old[stage]:
-                raise ValueError(
-                    f"stage {stage} can only grow: new_config.{field}[{stage}] must be "
-                    f">= {old[stage]}, but got {new[stage]}"
-                )
-
-
-def _blocks(stage: nn.Module) -> list[BasicBlock]:
-    return [cast(BasicBlock, block) for block in cast(nn.ModuleList, stage)]
+    return model.config
 
 
 def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, rows: torch.Tensor) -> None:
@@ -292,7 +253,6 @@ def _identity_block(block: BasicBlock) -> None:
 @torch.no_grad()
 def _grow_cnn(model: CNN, target: CNNConfig, seed: int, noise: float) -> CNN:
     config = model.config
-    _check_cnn_target(config, target)
     generator = torch.Generator().manual_seed(seed)
     streams = [
         _replica_map(width, new_width, generator)
@@ -304,16 +264,12 @@ def _grow_cnn(model: CNN, target: CNNConfig, seed: int, noise: float) -> CNN:
             config.widths, target.widths, config.blocks, strict=True
         )
     ]
-    reference = model.stem.weight
-    with torch.device("meta"):
-        grown = CNN(target)
-    grown = grown.to_empty(device=reference.device).to(dtype=reference.dtype)
-    grown.train(model.training)
+    grown = cast(CNN, empty_like(model, target))
 
     _copy_conv(grown.stem, model.stem, streams[0], None, noise, generator)
     _copy_bn(grown.stem_bn, model.stem_bn, streams[0])
-    for s, (stage, wide_stage) in enumerate(zip(model.stages, grown.stages, strict=True)):
-        blocks, wide_blocks = _blocks(stage), _blocks(wide_stage)
+    pairs = zip(model.stage_blocks(), grown.stage_blocks(), strict=True)
+    for s, (blocks, wide_blocks) in enumerate(pairs):
         for b, (block, wide) in enumerate(zip(blocks, wide_blocks, strict=False)):
             g_in = streams[s - 1] if (b == 0 and s > 0) else streams[s]
             h = inner[s][b]
@@ -352,14 +308,13 @@ def net2net_widen_cnn(
     ``noise * std(W)`` Gaussian noise to the new replicas' fan-in kernels. Masked models
     are refused. Returns a new model on the same device, dtype and train/eval mode.
     """
-    model = _check_cnn(model)
-    _check_noise(noise)
     new_widths = tuple(new_widths)
     try:
-        target = replace(model.config, widths=new_widths)
+        target = replace(_cnn_config(model), widths=new_widths)
     except ValueError as error:
         raise ValueError(f"new_widths={new_widths} is not a valid cnn width: {error}") from None
-    return _grow_cnn(model, target, seed, float(noise))
+    grown = Net2Net().expand(model, target, seed=seed, options=GrowthOptions(noise=noise))
+    return cast(CNN, grown.model)
 
 
 def net2net_deepen_cnn(model: CNN, new_blocks: Sequence[int]) -> CNN:
@@ -370,29 +325,15 @@ def net2net_deepen_cnn(model: CNN, new_blocks: Sequence[int]) -> CNN:
     as Net2Net's identity: ``conv1`` and ``conv2`` centred delta kernels, ``bn1`` the
     identity in eval mode (running mean 0, var 1, ``gamma = sqrt(1 + eps)``, beta 0).
     Returns a new model on the same device, dtype and train/eval mode."""
-    model = _check_cnn(model)
     new_blocks = tuple(new_blocks)
     try:
-        target = replace(model.config, blocks=new_blocks)
+        target = replace(_cnn_config(model), blocks=new_blocks)
     except ValueError as error:
         raise ValueError(f"new_blocks={new_blocks} is not a valid cnn depth: {error}") from None
-    return _grow_cnn(model, target, 0, 0.0)
+    return cast(CNN, Net2Net().expand(model, target).model)
 
 
 # ---------------------------------------------------------------------- operator
-
-
-def _carried(source: nn.Module, grown: nn.Module, names: dict[str, str]) -> dict[str, str]:
-    """``names[new] = old`` restricted to parameters copied verbatim (shape and values)."""
-    old_params = dict(source.named_parameters())
-    new_params = dict(grown.named_parameters())
-    carried = {}
-    for new_name, old_name in names.items():
-        new, old = new_params.get(new_name), old_params.get(old_name)
-        if new is not None and old is not None and new.shape == old.shape:
-            if torch.equal(new.detach(), old.detach()):
-                carried[new_name] = old_name
-    return carried
 
 
 def _mlp_names(config: MLPConfig, target: MLPConfig) -> dict[str, str]:
@@ -428,8 +369,7 @@ class Net2Net(GrowthOperator):
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
         if isinstance(source, CNNConfig):
-            _check_cnn_target(source, target)
-            return
+            return  # the shared rules (no stage shrinks) are all a cnn needs
         old, new = source, target
         for index, (width, new_width) in enumerate(zip(old.hidden, new.hidden, strict=False)):
             if new_width < width:
@@ -446,14 +386,13 @@ class Net2Net(GrowthOperator):
                     f"but got {new.hidden[index]}"
                 )
 
-    def expand(
+    def _expand(
         self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
     ) -> GrowthResult:
         if isinstance(model, CNN):
-            model = _check_cnn(model)
             grown_cnn = _grow_cnn(model, target, seed, options.noise)
             names = {name: name for name, _ in model.named_parameters()}
-            return GrowthResult(grown_cnn, _carried(model, grown_cnn, names))
+            return GrowthResult(grown_cnn, verbatim_copies(model, grown_cnn, names))
         model = _check_mlp(model)
         old, new = model.config, target
         grown = net2net_widen(model, new.hidden[: old.depth], seed=seed, noise=options.noise)
@@ -462,4 +401,4 @@ class Net2Net(GrowthOperator):
                 grown = net2net_deepen(grown, at=index - 1)
             # A second, independent draw for the replicas of the inserted layers.
             grown = net2net_widen(grown, new.hidden, seed=seed + 1, noise=options.noise)
-        return GrowthResult(grown, _carried(model, grown, _mlp_names(old, new)))
+        return GrowthResult(grown, verbatim_copies(model, grown, _mlp_names(old, new)))

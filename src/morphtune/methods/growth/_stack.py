@@ -25,14 +25,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from morphtune.methods.growth._base import GrowthOperator, GrowthOptions, GrowthResult
 from morphtune.methods.growth._registry import register_growth_operator
-from morphtune.models import GPT, GPTConfig, ViT, ViTConfig
+from morphtune.models import GPTConfig, ViTConfig
 
 __all__ = [
     "GStack",
@@ -104,18 +104,6 @@ class GStack(GrowthOperator):
     lossless = ()
 
     def check_target(self, source: Any, target: Any, options: GrowthOptions) -> None:
-        family = getattr(type(source), "family", None)
-        if family not in self.families:
-            raise ValueError(
-                f"stack (G_stack) grows model families {list(self.families)}, but got "
-                f"{family!r}; the cnn family has no exact stacking (stride-2 stage "
-                "transition blocks cannot be repeated)"
-            )
-        if type(target) is not type(source):
-            raise ValueError(
-                f"stack (G_stack) keeps the model family: the target must be a "
-                f"{type(source).__name__}, but got {type(target).__name__}"
-            )
         if target.width != source.width:
             raise ValueError(
                 "stack (G_stack) grows depth only: the target's width must equal the model's "
@@ -133,15 +121,10 @@ class GStack(GrowthOperator):
         _factor(source.depth, target.depth)
 
     @torch.no_grad()
-    def expand(
+    def _expand(
         self, model: nn.Module, target: Any, *, seed: int, options: GrowthOptions
     ) -> GrowthResult:
-        if not isinstance(model, ViT | GPT):
-            raise ValueError(
-                f"stack (G_stack) grows a morphtune ViT or GPT, but got {type(model).__name__}"
-            )
-        source_config: ViTConfig | GPTConfig = model.config
-        self.check_target(source_config, target, options)
+        source_config: ViTConfig | GPTConfig = cast(Any, model).config
         layer_map = gstack_layer_map(
             source_config.depth, _factor(source_config.depth, target.depth), options.pattern
         )
