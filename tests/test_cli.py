@@ -77,7 +77,7 @@ def test_spec_show_prints_resolved_defaults(tmp_path: Path) -> None:
     spec.write_text("name: s\n")
     result = morphtune("spec", "show", str(spec))
     assert result.returncode == 0, result.stderr
-    assert "grace_period: 2" in result.stdout
+    assert "name: asha" in result.stdout
     assert "family: mlp" in result.stdout
 
 

@@ -122,7 +122,7 @@ def test_defaults_fill_a_minimal_spec() -> None:
             "search.scheduler.grace_period",
             4,
             4,
-            "grace_period <= training.epochs",
+            "grace_period <= max_t",
         ),
         ("name: a\nsearch:\n  num_samples: 0\n", "search.num_samples", 3, 0, "greater than"),
         ("name: a\nresources: {num_workers: two}\n", "resources.num_workers", 2, "two", "integer"),

@@ -49,6 +49,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SweepExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    print(json.dumps(_outcome_summary(outcome), indent=2, default=str))
+    return EXIT_OK
+
+
+def _outcome_summary(outcome: Any) -> dict[str, Any]:
     summary = {
         "sweep_id": outcome.sweep_id,
         "results": str(outcome.results_dir),
@@ -56,13 +61,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "trials": outcome.trial_states,
         "best": outcome.best,
     }
+    if outcome.pareto is not None:
+        summary["pareto"] = outcome.pareto
     if outcome.subnets is not None:
         summary["subnets"] = outcome.subnets
-    print(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from morphtune.runner import resume_sweep
+
+    try:
+        outcome = resume_sweep(
+            args.sweep, results_root=args.results, address=args.address, verbose=args.verbose
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(_outcome_summary(outcome), indent=2, default=str))
     return EXIT_OK
 
 
 def _cmd_spec(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        from morphtune.spec import SweepSpec
+
+        print(json.dumps(SweepSpec.model_json_schema(), indent=2))
+        return EXIT_OK
+    if args.file is None:
+        print(f"error: morphtune spec {args.action} needs a FILE", file=sys.stderr)
+        return EXIT_BAD_INPUT
     spec = _load_spec_or_exit(args.file)
     if args.action == "check":
         print(f"{args.file}: ok (sweep {spec.name!r}, {len(spec.search.space)} searched keys)")
@@ -195,9 +223,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="count", default=0, help="Tune/Ray output")
     run.set_defaults(handler=_cmd_run)
 
-    spec = sub.add_parser("spec", help="check or print a sweep spec")
-    spec.add_argument("action", choices=["check", "show"])
-    spec.add_argument("file")
+    resume = sub.add_parser(
+        "resume", help="continue a sweep whose driver stopped, where it left off"
+    )
+    resume.add_argument("sweep", help="sweep id")
+    resume.add_argument("--results", default="./morphtune-results", help="results root")
+    resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    resume.add_argument("-v", "--verbose", action="count", default=0, help="Tune/Ray output")
+    resume.set_defaults(handler=_cmd_resume)
+
+    spec = sub.add_parser(
+        "spec", help="check a sweep spec, show it resolved, or print the JSON Schema"
+    )
+    spec.add_argument("action", choices=["check", "show", "schema"])
+    spec.add_argument("file", nargs="?")
     spec.set_defaults(handler=_cmd_spec)
 
     serve = sub.add_parser("serve", help="serve the results store over gRPC (+ /metrics)")

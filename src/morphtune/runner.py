@@ -8,7 +8,9 @@ every trial as a Ray Train job, and records every result in the Parquet store.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import pickle
 import shutil
 import socket
 import time
@@ -16,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 
 from morphtune.searchers import (
+    ConstraintChecker,
     ProxyFilteredSearch,
     SafeOptunaSearch,
     define_by_run,
@@ -27,13 +31,27 @@ from morphtune.searchers import (
     make_sampler,
     make_scheduler,
 )
+from morphtune.searchers._study import (
+    fail_orphans,
+    optuna_storage,
+    storage_url,
+    warm_start_trials,
+)
 from morphtune.spec import SweepSpec
 from morphtune.store import ResultWriter, SweepStore, validate_sweep_id
 from morphtune.store.callback import StoreCallback
 from morphtune.trainables import make_trainable
-from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS
+from morphtune.trainables._driver import TRAIN_ENV_DEFAULTS, TrialFunction
 
-__all__ = ["SweepExistsError", "SweepOutcome", "init_ray", "run_sweep"]
+__all__ = [
+    "SweepExistsError",
+    "SweepOutcome",
+    "init_ray",
+    "make_searcher",
+    "resume_sweep",
+    "run_sweep",
+    "store_pareto",
+]
 
 
 class SweepExistsError(FileExistsError):
@@ -47,6 +65,7 @@ class SweepOutcome:
     wall_s: float
     trial_states: dict[str, int] = field(default_factory=dict)
     best: dict[str, Any] | None = None
+    pareto: list[dict[str, Any]] | None = None  # multi-objective sweeps
     subnets: dict[str, Any] | None = None  # the subnet search after a supernet sweep
 
 
@@ -104,15 +123,26 @@ def init_ray(
     )
 
 
-def make_searcher(spec: SweepSpec) -> SafeOptunaSearch:
-    """The sweep's Optuna searcher, behind a proxy filter when the spec asks for one."""
-    objective = spec.search.objective
+def make_searcher(spec: SweepSpec, storage_url: str | None = None) -> SafeOptunaSearch:
+    """The sweep's Optuna searcher: every objective, the sampler, pre-launch constraints,
+    the study in ``storage_url`` (in memory without one), behind a proxy filter when the
+    spec asks for one."""
+    goals = spec.search.goals
+    limits = spec.search.constraints.limits()
     arguments: dict[str, Any] = {
         "space": define_by_run(spec.search.space),
-        "metric": objective.metric,
-        "mode": objective.direction,
-        "sampler": make_sampler(spec.search.sampler),
+        "metric": [goal.metric for goal in goals] if len(goals) > 1 else goals[0].metric,
+        "mode": [goal.direction for goal in goals] if len(goals) > 1 else goals[0].direction,
+        "sampler": make_sampler(spec.search.sampler, spec.search.space, len(limits)),
+        "constraints": (
+            ConstraintChecker(spec, limits, spec.search.constraints.latency_batch_size)
+            if limits
+            else None
+        ),
     }
+    if storage_url is not None:
+        arguments["storage"] = optuna_storage(storage_url)
+        arguments["study_name"] = spec.name
     gate = spec.search.proxy_filter
     if gate is None:
         return SafeOptunaSearch(**arguments)
@@ -124,6 +154,110 @@ def make_searcher(spec: SweepSpec) -> SafeOptunaSearch:
     )
 
 
+def _study_name(sweep_id: str) -> str:
+    return sweep_id
+
+
+def _fresh_study(url: str, sweep_id: str, overwrite: bool) -> None:
+    """A new sweep must not inherit trials from an old study of the same name."""
+    storage = optuna_storage(url)
+    try:
+        optuna.load_study(study_name=_study_name(sweep_id), storage=storage)
+    except KeyError:
+        return
+    if not overwrite:
+        raise SweepExistsError(
+            f"the Optuna storage {_redact(url)} already holds a study {sweep_id!r}; pass "
+            "--overwrite to replace it, --sweep-id to choose another id, or `morphtune "
+            "resume` to continue it"
+        )
+    optuna.delete_study(study_name=_study_name(sweep_id), storage=storage)
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail:
+        credentials, _, host = tail.rpartition("@")
+        return f"{head}{sep}{credentials.split(':')[0]}:***@{host}"
+    return url
+
+
+def _warm_start(spec: SweepSpec, searcher: SafeOptunaSearch, root: Path) -> int:
+    settings = spec.search.warm_start
+    if settings is None:
+        return 0
+    store = SweepStore(Path(settings.results).expanduser() if settings.results else root)
+    if not store.has_sweep(settings.sweep):
+        raise ValueError(
+            f"search.warm_start.sweep: no sweep {settings.sweep!r} in {store.root} "
+            f"(sweeps there: {store.list_sweeps()})"
+        )
+    trials = warm_start_trials(spec, store.trials(settings.sweep), settings.top_k)
+    for trial in trials:
+        searcher.study.add_trial(trial)
+    return len(trials)
+
+
+def _tuner_configs(
+    spec: SweepSpec,
+    searcher: SafeOptunaSearch,
+    directory: Path,
+    root: Path,
+    sweep_id: str,
+    trial_fn: TrialFunction | None,
+) -> tuple[tune.TuneConfig, tune.RunConfig]:
+    in_process = spec.resources.in_process
+    scheduler = make_scheduler(spec)
+    callbacks: list[Any] = [
+        StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None)
+    ]
+    state_callback = getattr(scheduler, "state_callback", None)
+    if callable(state_callback):
+        # Tune restores a scheduler from the pickle made when the run began; MO-ASHA's
+        # rungs travel with the experiment checkpoints through this callback instead
+        callbacks.append(state_callback())
+    tune_config = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=spec.search.num_samples,
+        max_concurrent_trials=spec.search.max_concurrent,
+        time_budget_s=spec.search.time_budget_s,
+        reuse_actors=in_process,
+    )
+    run_config = tune.RunConfig(
+        name="tune",
+        storage_path=str(directory),
+        callbacks=callbacks,
+        verbose=0,
+        # in-process trials: Tune retries a crashed trial actor from its last checkpoint;
+        # Ray Train trials retry their worker group inside Train (resources.max_failures)
+        failure_config=tune.FailureConfig(
+            max_failures=spec.resources.max_failures if in_process else 0, fail_fast=False
+        ),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+    )
+    return tune_config, run_config
+
+
+def _search_summary(searcher: SafeOptunaSearch, scheduler: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"infeasible": searcher.infeasible}
+    if searcher.exhausted:
+        summary["exhausted"] = searcher.exhausted
+    if isinstance(searcher, ProxyFilteredSearch):
+        summary["proxy_filter"] = {"filtered": searcher.filtered, "scored": len(searcher.scores)}
+    moves = getattr(scheduler, "moves", None)
+    if moves is not None:
+        summary["pbt_moves"] = len(moves)
+    study = searcher.study
+    if study is not None:
+        states: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            states[trial.state.name] = states.get(trial.state.name, 0) + 1
+        summary["optuna_states"] = states
+    return summary
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -132,19 +266,33 @@ def run_sweep(
     sweep_id: str | None = None,
     overwrite: bool = False,
     verbose: int = 0,
+    trial_fn: TrialFunction | None = None,
 ) -> SweepOutcome:
-    """Run ``spec`` to completion and return where its results are and what was best."""
+    """Run ``spec`` to completion and return where its results are and what was best.
+
+    ``trial_fn(trial, report)`` replaces the built-in training engine with the caller's own
+    function (it runs in-process on the ``function`` executor, one per trial).
+    """
     sweep_id = validate_sweep_id(sweep_id or spec.name)
     root = Path(results_root or spec.storage.results).expanduser().resolve()
+    url = storage_url(spec, root / sweep_id)
+    if spec.storage.optuna:
+        _fresh_study(url, sweep_id, overwrite)
     directory = _prepare_dir(root, sweep_id, overwrite)
-    objective = spec.search.objective
+    if spec.name != sweep_id:
+        spec = spec.model_copy(update={"name": sweep_id})
     writer = ResultWriter(root, sweep_id)
     started = time.time()
+    goals = spec.search.goals
     writer.write_manifest(
         {
             "sweep_id": sweep_id,
             "name": spec.name,
-            "objective": {"metric": objective.metric, "mode": objective.direction},
+            "objective": {"metric": goals[0].metric, "mode": goals[0].direction},
+            "objectives": [{"metric": g.metric, "mode": g.direction} for g in goals],
+            "constraints": spec.search.constraints.limits(),
+            "optuna_storage": _redact(url),
+            "executor": "function" if trial_fn or spec.resources.in_process else "train",
             "spec": spec.to_dict(),
             "created": started,
             "status": "running",
@@ -153,42 +301,41 @@ def run_sweep(
     we_started_ray = not ray.is_initialized()
     if we_started_ray:
         init_ray(address, log_to_driver=verbose > 0)
+    status = "failed"
     try:
-        searcher = make_searcher(spec)
+        searcher = make_searcher(spec, url)
+        warm = _warm_start(spec, searcher, root)
+        tune_config, run_config = _tuner_configs(
+            spec, searcher, directory, root, sweep_id, trial_fn
+        )
         tuner = tune.Tuner(
-            make_trainable(spec, storage_path=str(directory / "train")),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=make_scheduler(spec),
-                num_samples=spec.search.num_samples,
-                max_concurrent_trials=spec.search.max_concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name="tune",
-                storage_path=str(directory),
-                callbacks=[StoreCallback(root, sweep_id, spec)],
-                verbose=verbose,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            ),
+            make_trainable(spec, storage_path=str(directory / "train"), trial_fn=trial_fn),
+            tune_config=tune_config,
+            run_config=run_config,
         )
         tuner.fit()
         status = "completed"
-        if isinstance(searcher, ProxyFilteredSearch) and spec.search.proxy_filter is not None:
-            writer.update_manifest(
-                proxy_filter={
-                    "proxy": spec.search.proxy_filter.proxy,
-                    "filtered": searcher.filtered,
-                    "scored": len(searcher.scores),
-                }
-            )
-    except BaseException:
-        status = "failed"
-        raise
+        summary = _search_summary(searcher, tune_config.scheduler)
+        if warm:
+            summary["warm_started"] = warm
+        writer.update_manifest(search=summary)
     finally:
         wall = time.time() - started
         writer.update_manifest(status=status, finished=time.time(), wall_s=wall)
         if we_started_ray:
             ray.shutdown()
+    return _outcome(spec, root, sweep_id, directory, wall, address, overwrite)
+
+
+def _outcome(
+    spec: SweepSpec,
+    root: Path,
+    sweep_id: str,
+    directory: Path,
+    wall: float,
+    address: str | None,
+    overwrite: bool,
+) -> SweepOutcome:
     store = SweepStore(root)
     outcome = SweepOutcome(sweep_id, directory, wall, store.trial_counts(sweep_id))
     try:
@@ -201,9 +348,124 @@ def run_sweep(
         }
     except LookupError:
         outcome.best = None
+    if spec.search.multi_objective:
+        outcome.pareto = store_pareto(store, sweep_id, spec)
     if spec.supernet.enabled and outcome.best is not None:
         outcome.subnets = search_subnets(spec, root, sweep_id, address=address, overwrite=overwrite)
     return outcome
+
+
+def store_pareto(store: SweepStore, sweep_id: str, spec: SweepSpec) -> list[dict[str, Any]]:
+    """The non-dominated finished trials over every objective (last reported values)."""
+    goals = spec.search.goals
+    points = []
+    for summary in store.trials(sweep_id):
+        if summary.status == "failed":
+            continue
+        values = [summary.metrics.get(goal.metric) for goal in goals]
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            points.append((summary, [float(v) for v in values]))  # type: ignore[arg-type]
+    signs = [1.0 if goal.direction == "min" else -1.0 for goal in goals]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    front = [
+        {
+            "trial_id": summary.trial_id,
+            "values": dict(zip([g.metric for g in goals], values, strict=True)),
+            "config": summary.config,
+        }
+        for summary, values in points
+        if not any(dominates(other, values) for _, other in points)
+    ]
+    return sorted(front, key=lambda item: item["trial_id"])
+
+
+def resume_sweep(
+    sweep_id: str,
+    *,
+    results_root: str | Path,
+    address: str | None = None,
+    verbose: int = 0,
+    trial_fn: TrialFunction | None = None,
+) -> SweepOutcome:
+    """Continue a sweep whose driver stopped (crash, kill, lost node) where it left off.
+
+    Tune restores its experiment state (trials, searcher, scheduler) from the last
+    experiment checkpoint: finished trials are not run again, unfinished ones resume from
+    their last checkpoint, and the results store drops the rows they report again.
+    The Optuna study in the sweep's storage may be ahead of that checkpoint: a trial the
+    crashed driver asked for but never recorded is marked FAIL (an orphan), so the
+    study shows no trial RUNNING for ever.
+    """
+    root = Path(results_root).expanduser().resolve()
+    store = SweepStore(root)
+    if not store.has_sweep(sweep_id):
+        raise ValueError(f"no sweep {sweep_id!r} under {root} (sweeps: {store.list_sweeps()})")
+    manifest = store.manifest(sweep_id)
+    spec = SweepSpec.model_validate(manifest["spec"])
+    directory = root / sweep_id
+    experiment = directory / "tune"
+    if not tune.Tuner.can_restore(str(experiment)):
+        raise ValueError(
+            f"sweep {sweep_id!r} has no Tune experiment state in {experiment} to resume from"
+        )
+    writer = ResultWriter(root, sweep_id)
+    started = time.time()
+    resumes = int(manifest.get("resumes", 0)) + 1
+    writer.update_manifest(status="running", resumes=resumes)
+    url = storage_url(spec, directory)
+    orphans = _fail_orphans(experiment, url, sweep_id)
+    we_started_ray = not ray.is_initialized()
+    if we_started_ray:
+        init_ray(address, log_to_driver=verbose > 0)
+    status = "failed"
+    try:
+        tuner = tune.Tuner.restore(
+            str(experiment),
+            trainable=make_trainable(
+                spec, storage_path=str(directory / "train"), trial_fn=trial_fn
+            ),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        tuner.fit()
+        status = "completed"
+        study = optuna.load_study(study_name=_study_name(sweep_id), storage=optuna_storage(url))
+        leftover = fail_orphans(study, [], "still RUNNING after the resumed sweep ended")
+        states: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            states[trial.state.name] = states.get(trial.state.name, 0) + 1
+        writer.update_manifest(
+            resumed={"orphans_failed": orphans + leftover, "optuna_states": states}
+        )
+    finally:
+        previous = float(manifest.get("wall_s") or 0.0)
+        wall = time.time() - started
+        writer.update_manifest(status=status, finished=time.time(), wall_s=previous + wall)
+        if we_started_ray:
+            ray.shutdown()
+    return _outcome(spec, root, sweep_id, directory, previous + wall, address, False)
+
+
+def _fail_orphans(experiment: Path, url: str, sweep_id: str) -> int:
+    """Before restoring: FAIL the study's RUNNING trials that the experiment checkpoint's
+    searcher does not know (it will never report them)."""
+    states = sorted(experiment.glob("searcher-state-*.pkl"))
+    known: list[int] = []
+    if states:
+        with states[-1].open("rb") as handle:
+            saved = pickle.load(handle)
+        trials = saved.get("_ot_trials", {}) if isinstance(saved, dict) else {}
+        known = [trial.number for trial in trials.values()]
+    try:
+        study = optuna.load_study(study_name=_study_name(sweep_id), storage=optuna_storage(url))
+    except KeyError:
+        return 0
+    return fail_orphans(study, known, "asked by a driver that crashed before recording it")
 
 
 def search_subnets(

@@ -64,6 +64,7 @@ REPORTED_METRICS: dict[str, str] = {
     "depth": "min",
     "growth_stage": "min",
     "wall_s": "min",
+    "latency_ms": "min",  # inference on the trial's model, resources.latency_batch_size
     # supernet trials: the smallest subnet's accuracy (val_acc is the largest's)
     "val_acc_smallest": "max",
     # sparse GAN trials (model.family 'gan') report these instead of val_acc / val_loss
@@ -442,16 +443,127 @@ class Objective(_Strict):
         return self.mode or REPORTED_METRICS[self.metric]
 
 
+#: Which sampler each optional sampler knob applies to (a knob set for another sampler is
+#: an error, not silently ignored).
+SAMPLER_KNOBS: dict[str, tuple[str, ...]] = {
+    "n_startup_trials": ("tpe", "gp", "cmaes"),
+    "multivariate": ("tpe",),
+    "constant_liar": ("tpe",),
+    "population_size": ("nsga2", "nsga3", "cmaes"),
+    "crossover_prob": ("nsga2", "nsga3"),
+    "mutation_prob": ("nsga2", "nsga3"),
+    "qmc_type": ("qmc",),
+    "scramble": ("qmc",),
+    "sigma0": ("cmaes",),
+    "restart_strategy": ("cmaes",),
+}
+
+#: Samplers that take several objectives (CMA-ES optimises one).
+MULTI_OBJECTIVE_SAMPLERS = frozenset({"tpe", "gp", "nsga2", "nsga3", "qmc", "random", "grid"})
+
+
+def _misplaced_knobs(
+    section: SamplerSpec | SchedulerSpec, table: Mapping[str, tuple[str, ...]]
+) -> list[tuple[str, Any, str]]:
+    """``(knob, value, rule)`` for each knob set on ``section`` that its ``name`` (the
+    chosen sampler or scheduler) does not take."""
+    name = section.name
+    wrong = []
+    for knob, users in table.items():
+        value = getattr(section, knob)
+        if knob in section.model_fields_set and value is not None and name not in users:
+            wrong.append((knob, value, f"{knob} applies to {list(users)}, not to {name!r}"))
+    return wrong
+
+
 class SamplerSpec(_Strict):
-    name: Literal["tpe", "random"] = "tpe"
+    """Optuna sampler and its options; a knob exists only for the samplers it applies to
+    (:data:`SAMPLER_KNOBS`)."""
+
+    name: Literal["tpe", "cmaes", "gp", "nsga2", "nsga3", "qmc", "random", "grid"] = "tpe"
     seed: int | None = None
-    n_startup_trials: int = Field(4, ge=0, le=10_000)
+    n_startup_trials: int | None = Field(None, ge=0, le=10_000)
+    multivariate: bool | None = None
+    constant_liar: bool | None = None
+    population_size: int | None = Field(None, ge=2, le=100_000)
+    crossover_prob: float | None = Field(None, ge=0.0, le=1.0)
+    mutation_prob: float | None = Field(None, ge=0.0, le=1.0)
+    qmc_type: Literal["sobol", "halton"] | None = None
+    scramble: bool | None = None
+    sigma0: float | None = Field(None, gt=0.0, le=1e6)
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+
+
+#: Which scheduler each optional scheduler knob applies to.
+SCHEDULER_KNOBS: dict[str, tuple[str, ...]] = {
+    "grace_period": ("asha", "mo-asha", "median"),
+    "reduction_factor": ("asha", "hyperband", "mo-asha"),
+    "max_t": ("asha", "hyperband", "mo-asha"),
+    "min_samples_required": ("median",),
+    "perturbation_interval": ("pbt", "growth-pbt"),
+    "quantile_fraction": ("pbt", "growth-pbt"),
+    "resample_probability": ("pbt", "growth-pbt"),
+    "mutations": ("pbt", "growth-pbt"),
+    "grow": ("growth-pbt",),
+    "prune": ("growth-pbt",),
+    "move_probability": ("growth-pbt",),
+}
+
+#: Schedulers that rank trials by one objective.
+SINGLE_OBJECTIVE_SCHEDULERS = frozenset({"asha", "hyperband", "median", "pbt", "growth-pbt"})
+
+
+class GrowMoveSpec(_Strict):
+    """growth-pbt explore move: ``key`` times ``factor`` (rounded up to a multiple of
+    ``multiple_of``, at most ``maximum``), applied with a function-preserving grow."""
+
+    key: Literal["model.width", "model.depth"] = "model.width"
+    factor: float = Field(1.5, gt=1.0, le=16.0)
+    maximum: int = Field(ge=1, le=65536)
+    multiple_of: int = Field(1, ge=1, le=4096)
+
+
+class PruneMoveSpec(_Strict):
+    """growth-pbt explore move: ``sparsity.density`` times ``factor``, at least
+    ``minimum``, applied by pruning to the new density and regrowing from there."""
+
+    factor: float = Field(0.7, gt=0.0, lt=1.0)
+    minimum: float = Field(0.05, gt=0.0, le=1.0)
 
 
 class SchedulerSpec(_Strict):
-    name: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(2, ge=1)
-    reduction_factor: float = Field(2.0, gt=1.0, le=100.0)
+    """Tune trial scheduler (early stopping / population training) and its options; a
+    knob exists only for the schedulers it applies to (:data:`SCHEDULER_KNOBS`)."""
+
+    name: Literal["fifo", "asha", "hyperband", "median", "pbt", "growth-pbt", "mo-asha"] = "asha"
+    grace_period: int | None = Field(None, ge=1, le=1_000_000)
+    reduction_factor: float | None = Field(None, gt=1.0, le=100.0)
+    max_t: int | None = Field(None, ge=1, le=1_000_000)
+    min_samples_required: int | None = Field(None, ge=1, le=10_000)
+    perturbation_interval: int | None = Field(None, ge=1, le=1_000_000)
+    quantile_fraction: float | None = Field(None, gt=0.0, le=0.5)
+    resample_probability: float | None = Field(None, ge=0.0, le=1.0)
+    mutations: list[str] | None = Field(None, max_length=64)
+    grow: GrowMoveSpec | None = None
+    prune: PruneMoveSpec | None = None
+    move_probability: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _applicable(self) -> SchedulerSpec:
+        if self.name == "growth-pbt" and self.grow is None and self.prune is None:
+            raise ValueError("growth-pbt needs a grow move, a prune move or both")
+        return self
+
+    # effective values (the field when set, else the scheduler's default)
+    @property
+    def grace(self) -> int:
+        return self.grace_period if self.grace_period is not None else 2
+
+    @property
+    def eta(self) -> float:
+        if self.reduction_factor is not None:
+            return self.reduction_factor
+        return 3.0 if self.name in ("hyperband", "mo-asha") else 2.0
 
 
 class ProxyFilterSpec(_Strict):
@@ -465,21 +577,115 @@ class ProxyFilterSpec(_Strict):
     batch_size: int = Field(64, ge=2, le=4096)
 
 
+class ConstraintsSpec(_Strict):
+    """Hard limits a configuration must meet, checked before it launches: analytic params
+    and FLOPs per sample (``morphtune.flops``), and latency measured on the untrained model
+    (``latency_batch_size`` samples, CPU, median of a few runs). An infeasible
+    configuration never becomes a trial, and the sampler is told it is infeasible."""
+
+    max_params: int | None = Field(None, ge=1)
+    max_flops: float | None = Field(None, gt=0.0)
+    max_latency_ms: float | None = Field(None, gt=0.0)
+    latency_batch_size: int = Field(1, ge=1, le=4096)
+
+    def limits(self) -> dict[str, float]:
+        """``{metric: limit}`` for the limits that are set (metric as trials report it)."""
+        named = {"params": self.max_params, "flops": self.max_flops}
+        named["latency_ms"] = self.max_latency_ms
+        return {metric: float(limit) for metric, limit in named.items() if limit is not None}
+
+
+class WarmStartSpec(_Strict):
+    """Seed a new sweep with an earlier sweep's finished trials (from the results store):
+    the sampler starts from their configurations and values instead of from nothing."""
+
+    sweep: SweepName
+    results: str | None = None  # default: this spec's storage.results
+    top_k: int | None = Field(None, ge=1, le=100_000)  # only the best k (default: all)
+
+
 class SearchSpec(_Strict):
     objective: Objective = Field(default_factory=Objective)
+    objectives: list[Objective] | None = Field(None, min_length=1, max_length=4)
+    constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
     proxy_filter: ProxyFilterSpec | None = None
     space: dict[str, Param] = Field(default_factory=dict)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     num_samples: int = Field(12, ge=1, le=100_000)
     max_concurrent: int = Field(2, ge=1, le=4096)
+    time_budget_s: float | None = Field(None, gt=0.0, le=1e8)
+    warm_start: WarmStartSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_way_to_say_objectives(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("objectives") is not None:
+            objectives = data["objectives"]
+            if isinstance(objectives, list) and objectives:
+                if "objective" in data and data["objective"] != objectives[0]:
+                    raise ValueError(
+                        "give search.objective (one) or search.objectives (several), not "
+                        "both (objective may only repeat objectives[0])"
+                    )
+                return {**data, "objective": objectives[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_objectives(self) -> SearchSpec:
+        metrics = [goal.metric for goal in self.goals]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives must name distinct metrics, but got {metrics}")
+        return self
+
+    @property
+    def goals(self) -> list[Objective]:
+        """Every objective, the primary (``objective``) first."""
+        return list(self.objectives) if self.objectives else [self.objective]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.goals) > 1
 
 
 class ResourcesSpec(_Strict):
+    """Per-trial resources. ``executor``: ``train`` runs each trial as a Ray Train
+    TorchTrainer job (DDP over ``num_workers``); ``function`` runs a single-worker trial
+    inside its Tune actor (no worker group to start; needed by PBT, whose exploit restores
+    Tune checkpoints); ``auto`` is ``function`` for one worker and ``train`` otherwise."""
+
     num_workers: int = Field(1, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
     use_gpu: bool = False
+    gpus_per_worker: float | None = Field(None, gt=0.0, le=64)
     max_failures: int = Field(0, ge=0, le=100)
+    executor: Literal["auto", "train", "function"] = "auto"
+
+    @model_validator(mode="after")
+    def _gpu_amount(self) -> ResourcesSpec:
+        amount = self.gpus_per_worker
+        if amount is not None and amount > 1 and amount != int(amount):
+            raise ValueError(
+                f"gpus_per_worker must be a fraction <= 1 or a whole number, but got {amount}"
+            )
+        if self.executor == "function" and self.num_workers > 1:
+            raise ValueError(
+                "executor 'function' runs one worker per trial, but num_workers="
+                f"{self.num_workers}; use 'train' (or 'auto') for multi-worker trials"
+            )
+        return self
+
+    @property
+    def gpus(self) -> float:
+        """GPUs per worker (0 on CPU)."""
+        if self.gpus_per_worker is not None:
+            return self.gpus_per_worker
+        return 1.0 if self.use_gpu else 0.0
+
+    @property
+    def in_process(self) -> bool:
+        """Whether trials run inside their Tune actor (the ``function`` executor)."""
+        return self.executor == "function" or (self.executor == "auto" and self.num_workers == 1)
 
 
 SUBNET_METRICS: dict[str, str] = {
@@ -528,7 +734,26 @@ class SubnetSearchSpec(_Strict):
 
 
 class StorageSpec(_Strict):
+    """Where results go (a directory) and where the Optuna study lives: ``optuna`` is an
+    SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://user@host/db``); by default an
+    SQLite file ``optuna.db`` in the sweep's results directory (optuna-dashboard opens it)."""
+
     results: str = "./morphtune-results"
+    optuna: str | None = None
+
+    @field_validator("optuna")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme = value.split(":", 1)[0]
+        allowed = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql")
+        if "://" not in value or scheme not in allowed:
+            raise ValueError(
+                f"must be a database URL with a scheme in {list(allowed)} "
+                "(e.g. sqlite:///optuna.db or postgresql://user@host:5432/db)"
+            )
+        return value
 
 
 class SweepSpec(_Strict):
@@ -546,6 +771,28 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    seed: int | None = None  # default for the sampler, training and dataset seeds left unset
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spread_seed(cls, data: Any) -> Any:
+        """A top-level ``seed`` fills every seed the spec leaves unset."""
+        if not isinstance(data, Mapping) or data.get("seed") is None:
+            return data
+        seed = data["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            return data  # the field's own validation reports it
+        filled = dict(data)
+        for section in ("dataset", "training"):
+            part = filled.get(section) or {}
+            if isinstance(part, Mapping) and "seed" not in part:
+                filled[section] = {**part, "seed": seed}
+        search = filled.get("search") or {}
+        if isinstance(search, Mapping):
+            sampler = search.get("sampler") or {}
+            if isinstance(sampler, Mapping) and sampler.get("seed") is None:
+                filled["search"] = {**search, "sampler": {**sampler, "seed": seed}}
+        return filled
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -1075,32 +1322,183 @@ def _check_cross_fields(
                 f"supernet.enabled={spec.supernet.enabled})",
             )
         )
-    metric = spec.search.objective.metric
     gan = spec.model.family == "gan"
-    if metric in (CLASSIFIER_METRICS if gan else GAN_METRICS):
-        path = ["search", "objective", "metric"]
-        kind = "a GAN" if gan else "a classifier or language-model"
+    goals = spec.search.goals
+    for index, goal in enumerate(goals):
+        if goal.metric in (CLASSIFIER_METRICS if gan else GAN_METRICS):
+            path = (
+                ["search", "objectives", str(index), "metric"]
+                if spec.search.objectives
+                else ["search", "objective", "metric"]
+            )
+            kind = "a GAN" if gan else "a classifier or language-model"
+            issues.append(
+                SpecIssue(
+                    ".".join(path),
+                    _nearest_line(lines, path),
+                    goal.metric,
+                    f"{kind} trial (model.family={spec.model.family!r}) does not report "
+                    f"{goal.metric!r}; GAN trials report {sorted(GAN_METRICS)}",
+                )
+            )
+    issues += _check_search_machinery(spec, lines)
+    return issues
+
+
+def _issue(lines: Mapping[tuple[str, ...], int], dotted: str, value: Any, rule: str) -> SpecIssue:
+    path = dotted.split(".")
+    return SpecIssue(dotted, _nearest_line(lines, path), value, rule)
+
+
+def _check_search_machinery(
+    spec: SweepSpec, lines: Mapping[tuple[str, ...], int]
+) -> list[SpecIssue]:
+    """Sampler, scheduler and objectives must fit together and fit the trials."""
+    search, issues = spec.search, []
+    sampler, scheduler = search.sampler, search.scheduler
+    for part, section, table in (
+        ("sampler", sampler, SAMPLER_KNOBS),
+        ("scheduler", scheduler, SCHEDULER_KNOBS),
+    ):
+        for knob, value, rule in _misplaced_knobs(section, table):
+            issues.append(_issue(lines, f"search.{part}.{knob}", value, rule))
+    count = len(search.goals)
+    if count > 1 and sampler.name not in MULTI_OBJECTIVE_SAMPLERS:
         issues.append(
-            SpecIssue(
-                ".".join(path),
-                _nearest_line(lines, path),
-                metric,
-                f"{kind} trial (model.family={spec.model.family!r}) does not report "
-                f"{metric!r}; GAN trials report {sorted(GAN_METRICS)}",
+            _issue(
+                lines,
+                "search.sampler.name",
+                sampler.name,
+                f"{sampler.name!r} optimises one objective, but search.objectives has {count};"
+                f" use one of {sorted(MULTI_OBJECTIVE_SAMPLERS)}",
             )
         )
-    scheduler = spec.search.scheduler
-    if scheduler.name == "asha" and scheduler.grace_period > spec.training.epochs:
-        path = ["search", "scheduler", "grace_period"]
+    if sampler.name == "grid":
+        if not search.space:
+            issues.append(
+                _issue(lines, "search.sampler.name", "grid", "grid needs a non-empty search.space")
+            )
+        for key, param in search.space.items():
+            if isinstance(param, FloatParam) and param.step is None:
+                issues.append(
+                    _issue(
+                        lines,
+                        f"search.space.{key}",
+                        key,
+                        "the grid sampler needs discrete values: give this float a step",
+                    )
+                )
+    if count > 1 and scheduler.name in SINGLE_OBJECTIVE_SCHEDULERS:
         issues.append(
-            SpecIssue(
-                ".".join(path),
-                _nearest_line(lines, path),
-                scheduler.grace_period,
-                f"grace_period <= training.epochs must hold (training.epochs="
-                f"{spec.training.epochs})",
+            _issue(
+                lines,
+                "search.scheduler.name",
+                scheduler.name,
+                f"{scheduler.name!r} ranks trials by one objective, but search.objectives has "
+                f"{count}; use 'mo-asha' (non-dominated promotion) or 'fifo'",
             )
         )
+    epochs = spec.training.epochs
+    max_t = scheduler.max_t if scheduler.max_t is not None else epochs
+    if scheduler.max_t is not None and scheduler.max_t > epochs:
+        issues.append(
+            _issue(
+                lines,
+                "search.scheduler.max_t",
+                scheduler.max_t,
+                f"max_t <= training.epochs must hold (training.epochs={epochs})",
+            )
+        )
+    strict = scheduler.name == "mo-asha"  # its rungs need room above the grace period
+    if scheduler.name in ("asha", "mo-asha", "median") and (
+        scheduler.grace >= max_t if strict else scheduler.grace > max_t
+    ):
+        issues.append(
+            _issue(
+                lines,
+                "search.scheduler.grace_period",
+                scheduler.grace,
+                f"grace_period <= max_t must hold (max_t={max_t}, from training.epochs when unset)",
+            )
+        )
+    if scheduler.name in ("pbt", "growth-pbt"):
+        issues += _check_population(spec, lines)
+    return issues
+
+
+def _check_population(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> list[SpecIssue]:
+    search, issues = spec.search, []
+    scheduler = search.scheduler
+    if not spec.resources.in_process:
+        issues.append(
+            _issue(
+                lines,
+                "search.scheduler.name",
+                scheduler.name,
+                "PBT restores Tune checkpoints, which only single-worker trials run in their "
+                f"Tune actor produce: needs resources.num_workers=1 (got "
+                f"{spec.resources.num_workers}) and executor 'auto' or 'function'",
+            )
+        )
+    interval = scheduler.perturbation_interval
+    if interval is not None and interval >= spec.training.epochs:
+        issues.append(
+            _issue(
+                lines,
+                "search.scheduler.perturbation_interval",
+                interval,
+                f"perturbation_interval < training.epochs must hold "
+                f"(training.epochs={spec.training.epochs})",
+            )
+        )
+    moved: set[str] = set()
+    if scheduler.grow is not None:
+        moved.add(scheduler.grow.key)
+    if scheduler.prune is not None:
+        moved.add("sparsity.density")
+    for index, key in enumerate(scheduler.mutations or []):
+        if key in moved:
+            issues.append(
+                _issue(
+                    lines,
+                    f"search.scheduler.mutations.{index}",
+                    key,
+                    "a key a grow or prune move changes cannot also be mutated",
+                )
+            )
+        elif key not in search.space:
+            issues.append(
+                _issue(
+                    lines,
+                    f"search.scheduler.mutations.{index}",
+                    key,
+                    f"a mutated key must be a searched key {sorted(search.space)}",
+                )
+            )
+    grow = scheduler.grow
+    if grow is not None:
+        field = grow.key.split(".")[1]
+        base = int(getattr(spec.model, field))
+        if grow.maximum <= base:
+            issues.append(
+                _issue(
+                    lines,
+                    "search.scheduler.grow.maximum",
+                    grow.maximum,
+                    f"maximum > the base {grow.key} ({base}) must hold, or no trial can grow",
+                )
+            )
+        if spec.model.family in ("gan", "mixture") or spec.supernet.enabled:
+            issues.append(
+                _issue(
+                    lines,
+                    "search.scheduler.grow",
+                    grow.key,
+                    "growth moves need a growable classifier family (mlp, cnn, vit, gpt), not "
+                    f"model.family={spec.model.family!r}"
+                    + (" with supernet.enabled" if spec.supernet.enabled else ""),
+                )
+            )
     return issues
 
 

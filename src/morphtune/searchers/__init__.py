@@ -1,6 +1,7 @@
 """Searchers: the spec's space as an Optuna define-by-run space, samplers, schedulers."""
 
-from morphtune.searchers._optuna_search import SafeOptunaSearch
+from morphtune.searchers._constraints import ConstraintChecker, TrialCost
+from morphtune.searchers._optuna_search import ERROR_KEY, SafeOptunaSearch
 from morphtune.searchers._proxy_filter import ProxyFilteredSearch, make_proxy_scorer
 from morphtune.searchers._samplers import SAMPLERS, make_sampler
 from morphtune.searchers._schedulers import SCHEDULERS, make_scheduler
@@ -17,11 +18,13 @@ from morphtune.searchers._subnet_search import (
 )
 
 __all__ = [
+    "ERROR_KEY",
     "SAMPLERS",
     "SCHEDULERS",
     "SUBNET_CONSTRAINTS",
     "SUBNET_METRICS",
     "SUBNET_SAMPLERS",
+    "ConstraintChecker",
     "ProxyFilteredSearch",
     "SafeOptunaSearch",
     "ScoredSubnet",
@@ -30,6 +33,7 @@ __all__ = [
     "SubnetScore",
     "SubnetScorer",
     "SubnetSearch",
+    "TrialCost",
     "active",
     "define_by_run",
     "make_proxy_scorer",

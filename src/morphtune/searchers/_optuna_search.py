@@ -1,27 +1,112 @@
-"""Ray Tune's OptunaSearch with honest trial outcomes.
+"""Ray Tune's OptunaSearch with honest trial outcomes, several objectives and pre-launch
+constraints.
 
 Ray's searcher tells Optuna COMPLETE with the last value even when the trial raised, and
 when that value is NaN Optuna refuses it, the exception is only logged, and the Optuna
-trial stays RUNNING for ever. Here a trial that raised or reported a non-finite objective
-is told FAIL, so the sampler learns to avoid it and no trial is left running.
+trial stays RUNNING for ever. Here a trial that raised, reported a ``trial_error``, or
+reported a non-finite objective is told FAIL, so the sampler learns to avoid it and no
+trial is left running.
+
+With constraints, every proposed configuration is costed before it launches (see
+:mod:`._constraints`); one over a limit is told to Optuna as PRUNED with its constraint
+values (so constraint-aware samplers learn the infeasible region) and the sampler is
+asked again: it never becomes a Ray trial.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["SafeOptunaSearch"]
+from morphtune.searchers._samplers import CONSTRAINT_ATTR
+
+__all__ = ["ERROR_KEY", "SafeOptunaSearch"]
 
 log = logging.getLogger(__name__)
 
+#: A result key a trainable sets (with the message) when the trial failed for a reason
+#: that would fail again on a retry: the trial ends after one attempt, told FAIL.
+ERROR_KEY = "trial_error"
+
+ConstraintCheck = Callable[[dict[str, Any]], tuple[list[float], Any]]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
 
 class SafeOptunaSearch(OptunaSearch):
-    """OptunaSearch that marks errored and non-finite trials FAIL (never left RUNNING)."""
+    """OptunaSearch that marks errored and non-finite trials FAIL (never left RUNNING),
+    takes one or several objectives, and keeps infeasible configurations from launching."""
+
+    def __init__(
+        self,
+        *args: Any,
+        constraints: ConstraintCheck | None = None,
+        max_infeasible: int = 200,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.constraints = constraints
+        self.max_infeasible = max_infeasible
+        self.infeasible = 0  # configurations rejected before launch
+        self.exhausted: str | None = None  # why the searcher stopped proposing, if it did
+
+    @property
+    def metrics(self) -> list[str]:
+        metric = self.metric
+        return list(metric) if isinstance(metric, list) else [metric]
+
+    @property
+    def study(self) -> Any:
+        return self._ot_study
+
+    # ----------------------------------------------------------------- proposing
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.exhausted:
+            return Searcher.FINISHED  # type: ignore[return-value]
+        rejected = 0
+        while True:
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict) or self.constraints is None:
+                return config
+            values, _cost = self.constraints(config)
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr(CONSTRAINT_ATTR, [float(v) for v in values])
+            if all(value <= 0 for value in values):
+                return config
+            # over a limit: the sampler hears of it, Ray never does
+            self._ot_trials.pop(trial_id)
+            self.study.tell(ot_trial, None, state=TrialState.PRUNED)
+            self.infeasible += 1
+            rejected += 1
+            if rejected >= self.max_infeasible:
+                self.exhausted = (
+                    f"{rejected} proposals in a row broke the constraints; the search "
+                    "space may hold no feasible configuration"
+                )
+                log.error("searcher stops: %s", self.exhausted)
+                return Searcher.FINISHED  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ learning
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # intermediate values feed Optuna's pruners and TPE's pruned-trial ranking; only
+        # finite single-objective values are recorded
+        if len(self.metrics) != 1 or trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials.get(trial_id)
+        value = result.get(self.metrics[0])
+        if ot_trial is None or not _finite(value) or result.get(ERROR_KEY):
+            return
+        ot_trial.report(float(value), int(result.get("training_iteration", 0)))  # type: ignore[arg-type]
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -29,24 +114,28 @@ class SafeOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        value = (result or {}).get(self.metric)
-        if error:
-            state, told = TrialState.FAIL, None
-        elif value is None:
-            state, told = TrialState.PRUNED, None
-        elif not isinstance(value, int | float) or not math.isfinite(value):
+        result = result or {}
+        values = [result.get(metric) for metric in self.metrics]
+        told: float | list[float] | None = None
+        if error or result.get(ERROR_KEY):
+            state = TrialState.FAIL
+        elif any(value is None for value in values):
+            state = TrialState.PRUNED
+        elif not all(_finite(value) for value in values):
             log.warning(
-                "trial %s reported non-finite %s=%r: told FAIL", trial_id, self.metric, value
+                "trial %s reported non-finite %s=%r: told FAIL", trial_id, self.metric, values
             )
-            state, told = TrialState.FAIL, None
+            state = TrialState.FAIL
         else:
-            state, told = TrialState.COMPLETE, float(value)
+            state = TrialState.COMPLETE
+            numbers = [float(value) for value in values]  # type: ignore[arg-type]
+            told = numbers if len(numbers) > 1 else numbers[0]
         study = self._ot_study
         if study is None:
             raise RuntimeError("SafeOptunaSearch got a trial result before it was set up")
-        study.tell(ot_trial, told, state=state)
+        try:
+            study.tell(ot_trial, told, state=state)
+        except RuntimeError as exc:
+            # a resumed sweep may finish a trial the study already recorded as finished
+            log.warning("trial %s: Optuna kept its earlier outcome (%s)", trial_id, exc)
         self._completed_trials.add(trial_id)
-
-    @property
-    def study(self) -> Any:
-        return self._ot_study

@@ -17,6 +17,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from morphtune.searchers._optuna_search import ERROR_KEY
 from morphtune.spec import SweepSpec, flatten_config, resolve_trial_config
 from morphtune.store._writer import ResultWriter
 
@@ -51,7 +52,13 @@ class StoreCallback(Callback):
     """Persist Tune results of one sweep with a :class:`ResultWriter`."""
 
     def __init__(
-        self, root: str | Path, sweep_id: str, spec: SweepSpec, flush_interval_s: float = 1.0
+        self,
+        root: str | Path,
+        sweep_id: str,
+        spec: SweepSpec,
+        flush_interval_s: float = 1.0,
+        *,
+        checkpoints: bool = False,
     ) -> None:
         self.root, self.sweep_id = Path(root), sweep_id
         self._writer: ResultWriter | None = None
@@ -60,6 +67,11 @@ class StoreCallback(Callback):
         self._pending: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._last_iteration: dict[str, int] = {}
+        self._errors: dict[str, str] = {}  # trials that reported a deterministic failure
+        # in-process trials report a Tune checkpoint with each result: hold the row until
+        # it arrives so the row names it (the first write of a row is final)
+        self.checkpoints = checkpoints
+        self._held: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- helpers
@@ -76,6 +88,7 @@ class StoreCallback(Callback):
         state = self.__dict__.copy()
         state["_writer"] = None
         state["_pending"] = []
+        state["_held"] = {}
         return state
 
     def _trial_config(self, trial: Any) -> dict[str, Any]:
@@ -106,20 +119,39 @@ class StoreCallback(Callback):
         metrics = {
             key: value for key, value in result.items() if key not in _TUNE_KEYS and _scalar(value)
         }
-        self._pending.append(
-            {
-                "trial_id": trial.trial_id,
-                "iteration": step,
-                "status": "running",
-                "config": self._trial_config(trial),
-                "metrics": metrics,
-            }
-        )
+        row = {
+            "trial_id": trial.trial_id,
+            "iteration": step,
+            "status": "running",
+            "config": self._trial_config(trial),
+            "metrics": metrics,
+        }
+        self._release(trial.trial_id)
+        if self.checkpoints and not result.get(ERROR_KEY):
+            self._held[trial.trial_id] = row
+        else:
+            self._pending.append(row)
         self._last_iteration[trial.trial_id] = max(
             step, self._last_iteration.get(trial.trial_id, 0)
         )
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
-            self.flush()
+        if result.get(ERROR_KEY):
+            self._errors[trial.trial_id] = str(result[ERROR_KEY])
+        # flushed in on_step_end, after Tune has registered this result's checkpoint
+
+    def on_checkpoint(
+        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        """A single-worker (in-process) trial reports its checkpoint to Tune; the row of
+        the result it came with gets its path (a Ray Train trial's row already has it)."""
+        row = self._held.pop(trial.trial_id, None)
+        if row is not None:
+            row["metrics"].setdefault("checkpoint_path", checkpoint.path)
+            self._pending.append(row)
+
+    def _release(self, trial_id: str) -> None:
+        row = self._held.pop(trial_id, None)
+        if row is not None:
+            self._pending.append(row)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
@@ -129,8 +161,18 @@ class StoreCallback(Callback):
         self.writer.write_trial(trial.trial_id, "running", config=self._trial_config(trial))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._release(trial.trial_id)
         self.flush()
         last = self._last_iteration.get(trial.trial_id)
+        if trial.trial_id in self._errors:
+            self.writer.write_trial(
+                trial.trial_id,
+                "failed",
+                config=self._trial_config(trial),
+                error=self._errors[trial.trial_id],
+                last_iteration=last,
+            )
+            return
         finished = last is not None and last >= self.spec.training.epochs
         self.writer.write_trial(
             trial.trial_id,
@@ -140,6 +182,7 @@ class StoreCallback(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._release(trial.trial_id)
         self.flush()
         self.writer.write_trial(
             trial.trial_id,
@@ -150,6 +193,8 @@ class StoreCallback(Callback):
         )
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        for trial_id in list(self._held):
+            self._release(trial_id)
         self.flush()
 
 

@@ -27,7 +27,13 @@ from torch import nn
 
 from morphtune.data import DatasetSplit
 from morphtune.flops import config_cost, model_cost
-from morphtune.methods.growth import GrowthPlan, ScheduledEvent, expand, gstack_growth_fraction
+from morphtune.methods.growth import (
+    GrowthOptions,
+    GrowthPlan,
+    ScheduledEvent,
+    expand,
+    gstack_growth_fraction,
+)
 from morphtune.methods.sparsity import MaskSet, SparseUpdater, find_masks, masks_in_state_dict
 from morphtune.models import (
     TaskShape,
@@ -205,6 +211,41 @@ class TrialEngine:
                     key: value.clone() if torch.is_tensor(value) else value
                     for key, value in state.items()
                 }
+
+    def grow_to(
+        self,
+        target: Any,
+        operator: str,
+        *,
+        seed: int,
+        options: GrowthOptions | None = None,
+    ) -> dict[str, str]:
+        """Grow the model to config ``target`` outside the growth plan (a PBT explore
+        step, ``trainables._transition``): as :meth:`grow_now` does for a planned event,
+        the optimizer is rebuilt carrying the state of every verbatim-copied parameter,
+        the masks are rewrapped and the model is wrapped again; the plan's stage and the
+        learning-rate schedule are left as they are. Returns the operator's carried map.
+        A sparse updater, if any, still holds the old masks: rebind it."""
+        old_params = dict(self.model.named_parameters())
+        old_state = self.optimizer.state
+        result = expand(self.model, target, operator, seed=seed, options=options)
+        self.model = result.model.to(self.device)
+        self.masks = MaskSet.from_model(self.model) if find_masks(self.model) else None
+        self._attach()
+        new_params = dict(self.model.named_parameters())
+        for new_name, old_name in result.carried.items():
+            state = old_state.get(old_params[old_name])
+            if state:
+                self.optimizer.state[new_params[new_name]] = {
+                    key: value.clone() if torch.is_tensor(value) else value
+                    for key, value in state.items()
+                }
+        return dict(result.carried)
+
+    def recount_cost(self) -> None:
+        """Recount the model's cost (nonzero parameters, FLOPs) after its masks changed
+        outside a training step (a PBT prune or regrow)."""
+        self._cost = model_cost(self.model)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.task.task == "lm":

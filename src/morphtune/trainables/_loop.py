@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -12,13 +13,37 @@ import ray.train.torch
 import torch
 
 from morphtune.data import load_dataset
+from morphtune.searchers._optuna_search import ERROR_KEY
 from morphtune.trainables._engine import TrialEngine
 from morphtune.trainables._gan_engine import GanEngine
 from morphtune.trainables._supernet_engine import SupernetEngine
 
-__all__ = ["CHECKPOINT_FILE", "train_loop_per_worker"]
+__all__ = ["CHECKPOINT_FILE", "DETERMINISTIC_ERRORS", "make_engine", "train_loop_per_worker"]
 
 CHECKPOINT_FILE = "trial_state.pt"
+
+#: Errors a retry of the same configuration would meet again (bad values, shapes, a
+#: diverged objective). A distributed trial ends on them at once; anything else (a peer
+#: worker gone: the collective raises a backend error) is left to Ray Train's retries.
+DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ZeroDivisionError,
+    NotImplementedError,
+)
+
+Engine = TrialEngine | GanEngine | SupernetEngine
+
+
+def make_engine(trial: dict[str, Any], data: Any, **placement: Any) -> Engine:
+    """The engine a trial runs: GAN, supernet, or the plain (growth/sparsity) engine."""
+    if trial["model"]["family"] == "gan":
+        return GanEngine(trial, data, **placement)
+    if trial.get("supernet", {}).get("enabled"):
+        return SupernetEngine(trial, data, **placement)
+    return TrialEngine(trial, data, **placement)
 
 
 def _rank_divergence(model: torch.nn.Module) -> float:
@@ -57,12 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         val_fraction=dataset["val_fraction"],
         **dataset["options"],
     )
-    engine_type: type[TrialEngine] | type[GanEngine] | type[SupernetEngine] = TrialEngine
-    if trial["model"]["family"] == "gan":
-        engine_type = GanEngine
-    elif trial.get("supernet", {}).get("enabled"):
-        engine_type = SupernetEngine
-    engine = engine_type(
+    engine = make_engine(
         trial,
         data,
         rank=rank,
@@ -75,9 +95,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
         engine.load_state_dict(state)
+    objectives: list[str] = list(config.get("objectives", []))
+    try:
+        _train(engine, rank, world_size, objectives)
+    except DETERMINISTIC_ERRORS as exc:
+        # every rank runs the same config, so every rank meets it: end once, no retry
+        failed: dict[str, Any] = dict.fromkeys(objectives, float("nan"))
+        failed[ERROR_KEY] = f"{type(exc).__name__}: {exc}"[:4000]
+        ray.train.report(failed)
+
+
+def _train(engine: Engine, rank: int, world_size: int, objectives: list[str]) -> None:
     for metrics in engine.run_epochs():
         if world_size > 1:
             metrics["rank_divergence"] = _rank_divergence(engine.model)
+        for name in objectives:
+            value = metrics.get(name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"objective {name} is {value!r}: training diverged")
         if rank == 0:
             with tempfile.TemporaryDirectory(prefix="morphtune-ckpt-") as directory:
                 torch.save(engine.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
