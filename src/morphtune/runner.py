@@ -245,7 +245,11 @@ def _search_summary(searcher: SafeOptunaSearch, scheduler: Any) -> dict[str, Any
     if searcher.exhausted:
         summary["exhausted"] = searcher.exhausted
     if isinstance(searcher, ProxyFilteredSearch):
-        summary["proxy_filter"] = {"filtered": searcher.filtered, "scored": len(searcher.scores)}
+        summary["proxy_filter"] = {
+            "proxy": getattr(searcher.scorer, "proxy", None),
+            "filtered": searcher.filtered,
+            "scored": len(searcher.scores),
+        }
     moves = getattr(scheduler, "moves", None)
     if moves is not None:
         summary["pbt_moves"] = len(moves)

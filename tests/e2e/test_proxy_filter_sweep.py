@@ -35,7 +35,7 @@ def test_sweep_trains_only_candidates_that_pass_the_proxy(
     outcome = run_sweep(parse_spec(SPEC), results_root=tmp_path)
     store = SweepStore(tmp_path)
     assert outcome.trial_states.get("completed") == 3
-    gate = store.manifest("pfs")["proxy_filter"]
+    gate = store.manifest("pfs")["search"]["proxy_filter"]
     assert gate["proxy"] == "params"
     assert gate["scored"] == 3 + gate["filtered"]
     assert gate["filtered"] >= 1  # small widths fall below the running quantile

@@ -265,7 +265,7 @@ class Driver:
         env["RAY_TMPDIR"] = str(self.ray_tmp)
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "morphtune.cli", *args],
+                [sys.executable, *os.environ.get("MT_CLI", "-m morphtune.cli").split(), *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -401,3 +401,214 @@ def test_t2_driver_killed_three_times_resumes_without_rerunning_or_losing(
     for trial_id, iterations in received.items():
         assert sorted(set(iterations)) == list(range(1, EPOCHS + 1)), (trial_id, iterations)
         assert len(iterations) <= EPOCHS + 2 * len(kills), (trial_id, iterations)
+
+
+# ------------------------------------------------- T4: non-finite and raising trials
+
+#: What the T4 trial of each ``training.seed`` does (its values before failing are the
+#: highest of the sweep, so a best that counted failed trials would be one of them).
+T4_KINDS = {
+    0: "nan",  # a NaN objective at iteration 2
+    1: "inf",  # +inf at iteration 1 (the objective is maximised: inf would "win")
+    2: "raise",  # an exception at iteration 2
+    3: "neg_inf",  # -inf at iteration 3
+    4: "ok",
+    5: "ok_nan_aux",  # NaN in a metric that is not an objective: not a failure
+}
+T4_FAILING = {seed for seed, kind in T4_KINDS.items() if not kind.startswith("ok")}
+
+
+def t4_trial(entries: Path) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]:
+    """A trial function that logs each time it is entered, then behaves per its seed."""
+
+    def trial_fn(trial: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+        seed = int(trial["training"]["seed"])
+        with entries.open("a") as log:
+            log.write(f"{seed}\n")
+        kind = T4_KINDS[seed]
+        for iteration in range(1, 4):
+            value = (0.9 if seed in T4_FAILING else 0.5) + 0.01 * seed + 0.001 * iteration
+            if kind == "nan" and iteration == 2:
+                value = math.nan
+            elif kind == "inf" and iteration == 1:
+                value = math.inf
+            elif kind == "neg_inf" and iteration == 3:
+                value = -math.inf
+            elif kind == "raise" and iteration == 2:
+                raise RuntimeError(f"trial with seed {seed} breaks on purpose")
+            aux = math.nan if kind == "ok_nan_aux" else 1.0
+            report({"val_acc": value, "val_loss": 1.0 - value, "aux": aux})
+
+    return trial_fn
+
+
+def test_t4_nan_inf_and_raising_trials_fail_once_and_never_win(
+    ray_session: object, tmp_path: Path
+) -> None:
+    """T4: failed after exactly one attempt (retries allowed: resources.max_failures=3),
+    the rest complete; Optuna FAIL / COMPLETE, none RUNNING; the best is finite."""
+    sweep = "t4-nonfinite"
+    seeds = sorted(T4_KINDS)
+    spec = parse_spec(
+        f"""
+name: {sweep}
+training: {{epochs: 3}}
+search:
+  num_samples: {len(seeds)}
+  max_concurrent: 2
+  sampler: {{name: grid}}
+  scheduler: {{name: fifo}}
+  space:
+    training.seed: {{type: categorical, choices: {seeds}}}
+resources: {{executor: function, max_failures: 3}}
+"""
+    )
+    entries = tmp_path / "entries.log"
+    outcome = run_sweep(spec, results_root=tmp_path, trial_fn=t4_trial(entries))
+
+    # each trial function was entered exactly once: no retry of a deterministic failure
+    assert Counter(int(line) for line in entries.read_text().split()) == dict.fromkeys(seeds, 1)
+    tune_dir = tmp_path / sweep / "tune"
+    assert {m["num_failures"] for m in tune_trial_metadata(tune_dir).values()} == {0}
+
+    store = SweepStore(tmp_path)
+    by_seed = {int(t.config["training.seed"]): t for t in store.trials(sweep)}
+    assert sorted(by_seed) == seeds
+    for seed, summary in by_seed.items():
+        if seed in T4_FAILING:
+            assert summary.status == "failed", (seed, summary)
+            expected = "RuntimeError" if T4_KINDS[seed] == "raise" else "NonFiniteObjective"
+            assert expected in (summary.error or ""), (seed, summary.error)
+        else:
+            assert summary.status == "completed", (seed, summary)
+    assert outcome.trial_states["completed"] == len(seeds) - len(T4_FAILING)
+    assert outcome.trial_states["failed"] == len(T4_FAILING)
+    for row in SweepStore(tmp_path).results(sweep, ["metrics_json"]).to_pylist():
+        assert math.isfinite(json.loads(row["metrics_json"])["val_acc"]), row
+
+    url = f"sqlite:///{tmp_path / sweep / 'optuna.db'}"
+    study = optuna.load_study(study_name=sweep, storage=optuna_storage(url))
+    told = {int(t.params["training.seed"]): t.state for t in study.get_trials()}
+    assert told == {
+        seed: TrialState.FAIL if seed in T4_FAILING else TrialState.COMPLETE for seed in seeds
+    }
+    assert math.isfinite(study.best_value)
+
+    # the best is finite and comes from a completed trial (never a failed trial's
+    # higher values from before it failed)
+    assert outcome.best is not None
+    assert math.isfinite(outcome.best["value"])
+    assert outcome.best["value"] == pytest.approx(0.5 + 0.05 + 0.003)
+    assert outcome.best["config"]["training.seed"] == 5
+
+
+# ------------------------------------------------- T5: kill a Ray Train worker
+
+T5_EPOCHS = 10
+
+
+def test_t5_killed_train_worker_resumes_from_checkpoint_within_max_failures(
+    ray_session: object, tmp_path: Path
+) -> None:
+    """T5: two-worker DDP trials (executor train, max_failures 1). The first trial loses
+    a worker once: a new worker group resumes from the checkpoint and the trial completes.
+    The second loses a worker twice: one restart is allowed, the second kill fails the
+    trial, and no third worker group is started."""
+    sweep = "t5-train-worker"
+    spec = parse_spec(
+        f"""
+name: {sweep}
+dataset: {{name: digits}}
+model: {{family: mlp, width: 16, depth: 1}}
+training: {{epochs: {T5_EPOCHS}, batch_size: 8, lr: 0.01}}
+search:
+  num_samples: 2
+  max_concurrent: 1
+  sampler: {{name: grid}}
+  scheduler: {{name: fifo}}
+  space:
+    training.seed: {{type: categorical, choices: [0, 1]}}
+resources: {{num_workers: 2, cpus_per_worker: 1, executor: train, max_failures: 1}}
+"""
+    )
+    thread, outcome = run_in_thread(lambda: run_sweep(spec, results_root=tmp_path))
+    groups: list[frozenset[int]] = []  # every worker group seen, in order
+    watcher_stop = threading.Event()
+
+    def watch_groups() -> None:
+        while not watcher_stop.is_set():
+            pids = frozenset(train_worker_pids())
+            if len(pids) == 2 and (not groups or not pids & groups[-1]):
+                groups.append(pids)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_groups, daemon=True)
+    watcher.start()
+    try:
+        first = _kill_a_worker_mid_trial(tmp_path, sweep, thread, groups, trial=None)
+        second = _kill_a_worker_mid_trial(tmp_path, sweep, thread, groups, trial=None, not_=first)
+        _kill_a_worker_mid_trial(tmp_path, sweep, thread, groups, trial=second)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the sweep did not end"
+    finally:
+        watcher_stop.set()
+        watcher.join()
+    result = outcome[0]
+    assert isinstance(result, SweepOutcome), result
+
+    states = SweepStore(tmp_path).trial_states(sweep)
+    assert states == {first: "completed", second: "failed"}, states
+    # worker groups: first trial 2 (one restart), second trial 2 (one restart, then out of
+    # retries): never a third
+    assert len(groups) == 4, groups
+    rows = store_rows(tmp_path, sweep)
+    done = sorted(r["iteration"] for r in rows if r["trial_id"] == first)
+    assert done == list(range(1, T5_EPOCHS + 1))
+    # the restarted group resumed from the checkpoint: epoch 1 was trained once, and
+    # every epoch reported at most twice (a kill can race one report)
+    received = tune_results(list((tmp_path / sweep / "tune").glob("*/result.json")))
+    epochs = Counter(result["epoch"] for result in received[first] if "epoch" in result)
+    assert sorted(epochs) == list(range(1, T5_EPOCHS + 1))
+    assert epochs[1] == 1 and max(epochs.values()) <= 2, epochs
+    for row in rows:
+        assert json.loads(row["metrics_json"])["rank_divergence"] == 0.0
+    url = f"sqlite:///{tmp_path / sweep / 'optuna.db'}"
+    study = optuna.load_study(study_name=sweep, storage=optuna_storage(url))
+    assert sorted(t.state.name for t in study.get_trials()) == ["COMPLETE", "FAIL"]
+
+
+def _kill_a_worker_mid_trial(
+    root: Path,
+    sweep: str,
+    sweep_thread: threading.Thread,
+    groups: list[frozenset[int]],
+    trial: str | None,
+    not_: str | None = None,
+) -> str:
+    """Wait until ``trial`` (else any running trial other than ``not_``) has stored a
+    new epoch (two for a fresh trial) from its current worker group, SIGKILL one worker
+    of that group, wait for the next event (a new group, or the trial's end), and return
+    the trial id."""
+    deadline = time.monotonic() + 150
+    baseline: int | None = None
+    progress = 2 if trial is None else 1
+    while True:
+        assert sweep_thread.is_alive(), "the sweep ended before the kill"
+        assert time.monotonic() < deadline, "no trial to kill a worker of"
+        states = live_states(root, sweep)
+        running = [t for t, s in states.items() if s == "running" and t != not_]
+        if (trial is None or trial in running) and running and groups:
+            current = trial or running[0]
+            done = [r["iteration"] for r in store_rows(root, sweep) if r["trial_id"] == current]
+            if baseline is None:
+                baseline = max(done, default=0)
+            if max(done, default=0) >= baseline + progress and max(done) <= T5_EPOCHS - 3:
+                break
+        time.sleep(0.05)
+    group, seen_groups = groups[-1], len(groups)
+    os.kill(max(group), signal.SIGKILL)
+    while sweep_thread.is_alive() and len(groups) == seen_groups:
+        if live_states(root, sweep).get(current) != "running":
+            break
+        time.sleep(0.05)
+    return current

@@ -309,3 +309,23 @@ def test_growing_a_sparse_model_keeps_its_function_and_masks(digits: DatasetSpli
     assert engine.masks is not None
     assert engine.masks.density() == pytest.approx(0.5, abs=0.02)
     assert torch.allclose(outputs(engine, digits), outputs(donor, digits), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["set", "gmp"])
+def test_grow_then_prune_in_one_restore(digits: DatasetSplit, method: str) -> None:
+    """The updater is rebound to the grown masks before pruning: GMP's targets are
+    those of the grown shapes, and training ends at the new density."""
+    sparse = {"sparsity.method": method, "sparsity.density": 0.5, "sparsity.update_interval": 5}
+    _, state = donor_state(digits, sparse)
+    engine, events = explored(digits, state, {**sparse, "model.width": 48, "sparsity.density": 0.3})
+    assert [e["kind"] for e in events] == ["grow", "prune"]
+    updater = engine.updater
+    assert updater is not None and engine.masks is not None and updater.masks is engine.masks
+    nnz = engine.masks.layer_nnz()
+    if method == "gmp":
+        assert nnz == updater.layer_targets(updater.sparsity_at(engine.step))  # type: ignore[attr-defined]
+    else:
+        assert sum(nnz.values()) == rule_count(engine, 0.3)
+    while engine.epoch < engine.epochs:
+        engine.train_epoch()
+    assert engine.metrics()["density"] == pytest.approx(0.3, abs=1e-3)

@@ -115,6 +115,12 @@ class StoreCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: Mapping[str, Any], **info: Any
     ) -> None:
+        if result.get(ERROR_KEY):
+            # a deterministic failure: recorded on the trial (failed, with its message),
+            # not as a result row (its objectives are NaN placeholders)
+            self._errors[trial.trial_id] = str(result[ERROR_KEY])
+            self._release(trial.trial_id)
+            return
         step = int(result.get("training_iteration", 0))
         metrics = {
             key: value for key, value in result.items() if key not in _TUNE_KEYS and _scalar(value)
@@ -127,15 +133,13 @@ class StoreCallback(Callback):
             "metrics": metrics,
         }
         self._release(trial.trial_id)
-        if self.checkpoints and not result.get(ERROR_KEY):
+        if self.checkpoints:
             self._held[trial.trial_id] = row
         else:
             self._pending.append(row)
         self._last_iteration[trial.trial_id] = max(
             step, self._last_iteration.get(trial.trial_id, 0)
         )
-        if result.get(ERROR_KEY):
-            self._errors[trial.trial_id] = str(result[ERROR_KEY])
         # flushed in on_step_end, after Tune has registered this result's checkpoint
 
     def on_checkpoint(
@@ -157,13 +161,22 @@ class StoreCallback(Callback):
         if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
+    def get_state(self) -> dict[str, Any] | None:
+        """Tune calls this while it snapshots the experiment, the state a resumed sweep
+        restarts each trial from. Every row of a result that snapshot covers is written
+        now: a driver killed before the next timed flush would otherwise lose rows that
+        no resumed trial reports again. (Held rows wait for their checkpoint, which the
+        snapshot does not hold yet: the resumed trial reports them again.)"""
+        self.flush()
+        return None
+
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.writer.write_trial(trial.trial_id, "running", config=self._trial_config(trial))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._release(trial.trial_id)
         self.flush()
-        last = self._last_iteration.get(trial.trial_id)
+        last = _last_iteration(trial, self._last_iteration.get(trial.trial_id))
         if trial.trial_id in self._errors:
             self.writer.write_trial(
                 trial.trial_id,
@@ -196,6 +209,16 @@ class StoreCallback(Callback):
         for trial_id in list(self._held):
             self._release(trial_id)
         self.flush()
+
+
+def _last_iteration(trial: Any, seen: int | None) -> int | None:
+    """The trial's last iteration: reported to this driver, or, for a trial a resumed
+    sweep restored from its final checkpoint (it reports nothing again), the one Tune
+    restored with it."""
+    restored = (getattr(trial, "last_result", None) or {}).get("training_iteration")
+    if isinstance(restored, int) and (seen is None or restored > seen):
+        return restored
+    return seen
 
 
 def _scalar(value: Any) -> bool:

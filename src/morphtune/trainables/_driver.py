@@ -116,8 +116,7 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
-            engine.load_state_dict(state)
-            events = _transition(engine, trial)
+            events = _restore(engine, state, trial)
         latency = _LatencyProbe(spec) if "latency_ms" in names else None
         for metrics in engine.run_epochs():
             if latency is not None:
@@ -133,12 +132,17 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
         _end_with_error(exc, last, names)
 
 
-def _transition(engine: Any, trial: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """After a restore: grow or prune the restored model into ``trial`` (a PBT explore
-    step may have asked for a larger or sparser model than the donor checkpoint holds)."""
-    from morphtune.trainables._transition import transition_engine
+def _restore(engine: Any, state: Mapping[str, Any], trial: Mapping[str, Any]) -> list[Any]:
+    """Load a checkpoint; for the plain engine also grow or prune the restored model into
+    ``trial`` (after a PBT exploit the checkpoint is the donor's, and the explore step may
+    have asked for a larger or sparser model). Returns the transition events."""
+    from morphtune.trainables._engine import TrialEngine
+    from morphtune.trainables._transition import restore_engine
 
-    return transition_engine(engine, trial)
+    if isinstance(engine, TrialEngine):
+        return restore_engine(engine, state, trial)
+    engine.load_state_dict(state)
+    return []
 
 
 class _LatencyProbe:

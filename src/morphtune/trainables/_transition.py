@@ -121,7 +121,6 @@ def transition_engine(
     changed = _resparsify(engine, trial, previous)
     if changed is not None:
         events.append(changed)
-    _bind_updater(engine)
     if events:
         engine.recount_cost()
     return events
@@ -226,9 +225,8 @@ def _resparsify(
     kind = None if method == "none" else sparsity_method_kind(method)
     if kind == "gan":
         raise ValueError(f"sparsity.method {method!r} trains a GAN, not a TrialEngine model")
-    if engine.masks is None:
-        if kind is None:
-            return None
+    created = engine.masks is None and kind is not None
+    if created:
         # a dense checkpoint for a sparse trial: start from all-ones masks
         engine.masks = MaskSet(
             engine.model,
@@ -237,10 +235,14 @@ def _resparsify(
                 for name, param in prunable_parameters(engine.model).items()
             },
         )
-        _bind_updater(engine)
-    elif previous is not None and _sparsity_request(previous) == _sparsity_request(trial):
-        return None
+    # the updater must see the masks it will move (GMP's targets read their shapes)
+    _bind_updater(engine)
     masks = engine.masks
+    if masks is None:
+        return None
+    unchanged = previous is not None and _sparsity_request(previous) == _sparsity_request(trial)
+    if unchanged and not created:
+        return None
     wanted = _wanted_counts(engine, section, kind, masks)
     current = masks.layer_nnz()
     before = masks.density()
@@ -423,7 +425,8 @@ def _write_masks(
 
 def _bind_updater(engine: TrialEngine) -> None:
     """Point the engine's sparse updater at the engine's current masks (after growth
-    replaced them, or after masks were created on a dense checkpoint)."""
+    replaced them, after masks were created on a dense checkpoint, or when the
+    checkpoint's masks came without an updater)."""
     updater = engine.updater
     if updater is None or updater.masks is engine.masks:
         return
