@@ -39,7 +39,8 @@ import yaml
 TABLE_DIR = Path(__file__).resolve().parent / "tables"
 TABLE_FORMAT = 1
 EPOCHS = 10
-DATASET = {"name": "digits", "val_fraction": 0.2, "seed": 0}
+DATASET_NAME, DATASET_SEED, VAL_FRACTION = "digits", 0, 0.2
+DATASET = {"name": DATASET_NAME, "val_fraction": VAL_FRACTION, "seed": DATASET_SEED}
 
 Scalar = bool | int | float | str
 
@@ -268,7 +269,7 @@ def train_config(task_name: str, index: int) -> dict[str, Any]:
         _SPECS[task_name] = parse_spec(task.spec_text())
     trial = resolve_trial_config(_SPECS[task_name], {**values, "training.seed": index})
     if _DATA is None:
-        _DATA = load_dataset(DATASET["name"], seed=DATASET["seed"], val_fraction=0.2)
+        _DATA = load_dataset(DATASET_NAME, seed=DATASET_SEED, val_fraction=VAL_FRACTION)
     started = time.perf_counter()
     curve_acc: list[float] = []
     curve_loss: list[float] = []

@@ -193,6 +193,10 @@ def test_evaluate_counts_ratios_against_random_budget(table: Any) -> None:
         if not outcome.reached[method]:
             assert outcome.ratio(method) == 3.0
     assert outcome.target in table.finals()
+    assert outcome.trials["random"] == 5
+    # 12 configurations: the searches that ran past 12 trials must have repeated some
+    for method, count in outcome.trials.items():
+        assert max(0, count - table.size) <= outcome.repeats[method] < count
 
 
 def test_report_ends_with_result_lines(table: Any) -> None:
@@ -203,8 +207,22 @@ def test_report_ends_with_result_lines(table: Any) -> None:
             0.75,
             100,
             60,
-            {"random": 100, "random+asha": 80, "tpe": tpe, "tpe+asha": asha},
-            {"random": True, "random+asha": True, "tpe": True, "tpe+asha": asha < 300},
+            {
+                "random": 100,
+                "random+asha": 80,
+                "tpe": 95,
+                "tpe+asha": 90,
+                "mt-tpe": tpe,
+                "mt-tpe+asha": asha,
+            },
+            {
+                "random": True,
+                "random+asha": True,
+                "tpe": True,
+                "tpe+asha": True,
+                "mt-tpe": True,
+                "mt-tpe+asha": asha < 300,
+            },
         )
 
     lines = search_efficiency.report(
@@ -213,7 +231,7 @@ def test_report_ends_with_result_lines(table: Any) -> None:
     assert lines[-2] == "RESULT P6 tpe_budget_ratio=0.500 goal=<=0.5 PASS"
     assert lines[-1] == "RESULT P6 tpe_asha_budget_ratio=0.150 goal=<=0.2 PASS"
     row = next(line for line in lines if line.startswith("synthetic"))
-    assert row.rstrip().endswith("0/3, 1/3")
+    assert row.rstrip().endswith("0/0/0/0/1 of 3")
     failing = search_efficiency.report([table], [outcome(0, 90, 30)], 3.0)
     assert re.fullmatch(r"RESULT P6 tpe_budget_ratio=0\.900 goal=<=0\.5 FAIL", failing[-2])
     assert math.isclose(float(failing[-1].split("=")[1].split()[0]), 0.3)

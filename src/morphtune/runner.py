@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune.search import BasicVariantGenerator
 
 from morphtune.searchers import (
     ConstraintChecker,
@@ -31,6 +32,7 @@ from morphtune.searchers import (
     make_sampler,
     make_scheduler,
 )
+from morphtune.searchers._schedulers import POPULATION_SCHEDULERS, tune_space
 from morphtune.searchers._study import (
     fail_orphans,
     optuna_storage,
@@ -201,7 +203,7 @@ def _warm_start(spec: SweepSpec, searcher: SafeOptunaSearch, root: Path) -> int:
 
 def _tuner_configs(
     spec: SweepSpec,
-    searcher: SafeOptunaSearch,
+    searcher: SafeOptunaSearch | None,
     directory: Path,
     root: Path,
     sweep_id: str,
@@ -218,7 +220,11 @@ def _tuner_configs(
         # rungs travel with the experiment checkpoints through this callback instead
         callbacks.append(state_callback())
     tune_config = tune.TuneConfig(
-        search_alg=searcher,
+        # PBT owns the configs (it copies and perturbs them): Tune forbids a searcher
+        # beside it, so its population is sampled by Tune's own variant generator
+        search_alg=searcher
+        if searcher is not None
+        else BasicVariantGenerator(random_state=spec.search.sampler.seed),
         scheduler=scheduler,
         num_samples=spec.search.num_samples,
         max_concurrent_trials=spec.search.max_concurrent,
@@ -240,7 +246,10 @@ def _tuner_configs(
     return tune_config, run_config
 
 
-def _search_summary(searcher: SafeOptunaSearch, scheduler: Any) -> dict[str, Any]:
+def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[str, Any]:
+    if searcher is None:  # a PBT population
+        moves = getattr(scheduler, "moves", None)
+        return {"pbt_moves": len(moves)} if moves is not None else {}
     summary: dict[str, Any] = {"infeasible": searcher.infeasible}
     if searcher.exhausted:
         summary["exhausted"] = searcher.exhausted
@@ -307,13 +316,15 @@ def run_sweep(
         init_ray(address, log_to_driver=verbose > 0)
     status = "failed"
     try:
-        searcher = make_searcher(spec, url)
-        warm = _warm_start(spec, searcher, root)
+        population = spec.search.scheduler.name in POPULATION_SCHEDULERS
+        searcher = None if population else make_searcher(spec, url)
+        warm = _warm_start(spec, searcher, root) if searcher is not None else 0
         tune_config, run_config = _tuner_configs(
             spec, searcher, directory, root, sweep_id, trial_fn
         )
         tuner = tune.Tuner(
             make_trainable(spec, storage_path=str(directory / "train"), trial_fn=trial_fn),
+            param_space=tune_space(spec) if population else None,
             tune_config=tune_config,
             run_config=run_config,
         )
@@ -438,11 +449,13 @@ def resume_sweep(
         )
         tuner.fit()
         status = "completed"
-        study = optuna.load_study(study_name=_study_name(sweep_id), storage=optuna_storage(url))
-        leftover = fail_orphans(study, [], "still RUNNING after the resumed sweep ended")
+        leftover = 0
         states: dict[str, int] = {}
-        for trial in study.get_trials(deepcopy=False):
-            states[trial.state.name] = states.get(trial.state.name, 0) + 1
+        if spec.search.scheduler.name not in POPULATION_SCHEDULERS:  # PBT has no study
+            study = optuna.load_study(study_name=_study_name(sweep_id), storage=optuna_storage(url))
+            leftover = fail_orphans(study, [], "still RUNNING after the resumed sweep ended")
+            for trial in study.get_trials(deepcopy=False):
+                states[trial.state.name] = states.get(trial.state.name, 0) + 1
         writer.update_manifest(
             resumed={"orphans_failed": orphans + leftover, "optuna_states": states}
         )

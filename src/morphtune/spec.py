@@ -1440,6 +1440,32 @@ def _check_population(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> 
                 f"{spec.resources.num_workers}) and executor 'auto' or 'function'",
             )
         )
+    optuna_only = {
+        "search.constraints": search.constraints.limits() or None,
+        "search.proxy_filter": search.proxy_filter,
+        "search.warm_start": search.warm_start,
+    }
+    for field, value in optuna_only.items():
+        if value:
+            issues.append(
+                _issue(
+                    lines,
+                    field,
+                    value if not isinstance(value, BaseModel) else value.model_dump(),
+                    f"{scheduler.name} samples its own population (Tune allows no searcher "
+                    "beside PBT), so this Optuna-searcher option cannot apply",
+                )
+            )
+    for key, param in search.space.items():
+        if param.when:
+            issues.append(
+                _issue(
+                    lines,
+                    f"search.space.{key}.when",
+                    param.when,
+                    f"{scheduler.name} samples every searched key (no conditional knobs)",
+                )
+            )
     interval = scheduler.perturbation_interval
     if interval is not None and interval >= spec.training.epochs:
         issues.append(

@@ -122,12 +122,40 @@ def test_no_infeasible_config_is_ever_proposed(limit: int, seed: int) -> None:
             break
         assert checker.cost(config).params <= limit
         searcher.on_trial_complete(f"t{index}", {"val_acc": 0.5})
-    for trial in searcher.study.get_trials():
+    checked = [
+        t for t in searcher.study.get_trials() if "repeat_of_finished_config" not in t.user_attrs
+    ]
+    for trial in checked:
         (value,) = trial.user_attrs[CONSTRAINT_ATTR]
         assert (trial.state == TrialState.PRUNED) == (value > 0)
-    assert searcher.infeasible == sum(
-        t.state == TrialState.PRUNED for t in searcher.study.get_trials()
+    assert searcher.infeasible == sum(t.state == TrialState.PRUNED for t in checked)
+
+
+def test_a_repeated_configuration_is_answered_not_trained() -> None:
+    """Grid-sized space: once every config is finished, TPE's proposals are repeats; they
+    are told the first outcome and never returned for training."""
+    spec = parse_spec(
+        "name: t\nsearch:\n  sampler: {name: tpe, seed: 0, n_startup_trials: 2}\n"
+        "  space:\n    model.width: {type: categorical, choices: [16, 32]}\n"
     )
+    searcher = make_searcher(spec)
+    searcher.max_infeasible = 30
+    trained: list[int] = []
+    for index in range(8):
+        config = searcher.suggest(f"t{index}")
+        if not isinstance(config, dict):
+            break
+        trained.append(config["model.width"])
+        searcher.on_trial_complete(f"t{index}", {"val_acc": config["model.width"] / 100})
+    assert sorted(trained) == [16, 32]  # each configuration trained once
+    assert searcher.exhausted and "repeats" in searcher.exhausted
+    repeats = [
+        t for t in searcher.study.get_trials() if t.user_attrs.get("repeat_of_finished_config")
+    ]
+    assert len(repeats) == searcher.finished.answered == 30
+    for trial in repeats:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.value == trial.params["model.width"] / 100
 
 
 def test_analytic_cost_counts_the_grown_model() -> None:

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from morphtune.searchers._duplicates import FinishedConfigs
 from morphtune.searchers._samplers import CONSTRAINT_ATTR
 
 __all__ = ["ERROR_KEY", "SafeOptunaSearch"]
@@ -56,6 +57,7 @@ class SafeOptunaSearch(OptunaSearch):
         self.constraints = constraints
         self.max_infeasible = max_infeasible
         self.infeasible = 0  # configurations rejected before launch
+        self.finished = FinishedConfigs()  # repeats are answered from here, not trained
         self.exhausted: str | None = None  # why the searcher stopped proposing, if it did
 
     @property
@@ -75,25 +77,38 @@ class SafeOptunaSearch(OptunaSearch):
         rejected = 0
         while True:
             config = super().suggest(trial_id)
-            if not isinstance(config, dict) or self.constraints is None:
+            if not isinstance(config, dict):
                 return config
-            values, _cost = self.constraints(config)
             ot_trial = self._ot_trials[trial_id]
-            ot_trial.set_user_attr(CONSTRAINT_ATTR, [float(v) for v in values])
-            if all(value <= 0 for value in values):
+            repeat = self.finished.lookup(ot_trial.params)
+            if repeat is not None:
+                # trained before: Optuna hears the same outcome again, Ray never does
+                self._ot_trials.pop(trial_id)
+                self.finished.answer(self.study, ot_trial, repeat)
+                reason = "repeats of finished configurations"
+            elif self.constraints is not None and not self._feasible(config, ot_trial):
+                # over a limit: the sampler hears of it, Ray never does
+                self._ot_trials.pop(trial_id)
+                self.study.tell(ot_trial, None, state=TrialState.PRUNED)
+                self.infeasible += 1
+                reason = "proposals that broke the constraints"
+            else:
                 return config
-            # over a limit: the sampler hears of it, Ray never does
-            self._ot_trials.pop(trial_id)
-            self.study.tell(ot_trial, None, state=TrialState.PRUNED)
-            self.infeasible += 1
             rejected += 1
             if rejected >= self.max_infeasible:
                 self.exhausted = (
-                    f"{rejected} proposals in a row broke the constraints; the search "
-                    "space may hold no feasible configuration"
+                    f"{rejected} proposals in a row were {reason} (none left to train); "
+                    "the sampler may have converged or the space holds nothing feasible"
                 )
                 log.error("searcher stops: %s", self.exhausted)
                 return Searcher.FINISHED  # type: ignore[return-value]
+
+    def _feasible(self, config: dict[str, Any], ot_trial: Any) -> bool:
+        if self.constraints is None:
+            return True
+        values, _cost = self.constraints(config)
+        ot_trial.set_user_attr(CONSTRAINT_ATTR, [float(v) for v in values])
+        return all(value <= 0 for value in values)
 
     # ------------------------------------------------------------------ learning
 
@@ -135,7 +150,16 @@ class SafeOptunaSearch(OptunaSearch):
             raise RuntimeError("SafeOptunaSearch got a trial result before it was set up")
         try:
             study.tell(ot_trial, told, state=state)
+            self._remember(ot_trial, state, told)
         except RuntimeError as exc:
             # a resumed sweep may finish a trial the study already recorded as finished
             log.warning("trial %s: Optuna kept its earlier outcome (%s)", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+    def _remember(self, ot_trial: Any, state: TrialState, told: Any) -> None:
+        if state == TrialState.COMPLETE:
+            values = told if isinstance(told, list) else [told]
+            self.finished.record(ot_trial.params, state, values)
+        elif state == TrialState.PRUNED:
+            frozen = self.study._storage.get_trial(ot_trial._trial_id)
+            self.finished.record(ot_trial.params, state, None, frozen.intermediate_values)

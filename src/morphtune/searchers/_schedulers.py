@@ -23,9 +23,12 @@ from ray.tune.schedulers import (
 )
 
 from morphtune.registry import Registry
-from morphtune.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
+from morphtune.spec import CategoricalParam, IntParam, SweepSpec
 
-__all__ = ["SCHEDULERS", "make_scheduler", "pbt_mutations"]
+__all__ = ["POPULATION_SCHEDULERS", "SCHEDULERS", "make_scheduler", "pbt_mutations", "tune_space"]
+
+#: Schedulers that own the trial configs (Tune allows no search algorithm beside them).
+POPULATION_SCHEDULERS = frozenset({"pbt", "growth-pbt"})
 
 TIME_ATTR = "training_iteration"
 
@@ -82,6 +85,24 @@ def _median(spec: SweepSpec) -> TrialScheduler:
     )
 
 
+def _tune_domain(param: Any, *, grid: bool) -> Any:
+    if isinstance(param, CategoricalParam):
+        return list(param.choices) if grid else tune.choice(list(param.choices))
+    if isinstance(param, IntParam):
+        values = list(range(param.low, param.high + 1, param.step))
+        return values if grid else tune.choice(values)
+    if param.step is not None:
+        return tune.quniform(param.low, param.high, param.step)
+    if param.log:
+        return tune.loguniform(param.low, param.high)
+    return tune.uniform(param.low, param.high)
+
+
+def tune_space(spec: SweepSpec) -> dict[str, Any]:
+    """The search space as Tune distributions: the initial population of a PBT sweep."""
+    return {key: _tune_domain(p, grid=False) for key, p in spec.search.space.items()}
+
+
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
     """Tune ``hyperparam_mutations`` for the searched keys PBT may perturb
     (``scheduler.mutations``, default: every searched key)."""
@@ -89,18 +110,7 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
     keys = spec.search.scheduler.mutations
     mutations: dict[str, Any] = {}
     for key in keys if keys is not None else list(space):
-        param = space[key]
-        if isinstance(param, CategoricalParam):
-            mutations[key] = list(param.choices)
-        elif isinstance(param, IntParam):
-            mutations[key] = list(range(param.low, param.high + 1, param.step))
-        elif isinstance(param, FloatParam):
-            if param.step is not None:
-                mutations[key] = tune.quniform(param.low, param.high, param.step)
-            elif param.log:
-                mutations[key] = tune.loguniform(param.low, param.high)
-            else:
-                mutations[key] = tune.uniform(param.low, param.high)
+        mutations[key] = _tune_domain(space[key], grid=True)
     return mutations
 
 
