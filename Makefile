@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint proto bench bench-growth bench-sparsity clean
+.PHONY: venv demo test lint proto bench bench-growth bench-sparsity bench-search clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,9 @@ bench-growth: venv
 
 bench-sparsity: venv
 	$(BIN)/python benchmarks/sparsity_table.py
+
+bench-search: venv
+	$(BIN)/python benchmarks/search_efficiency.py
 
 clean:
 	rm -rf $(VENV) morphtune-results .pytest_cache
