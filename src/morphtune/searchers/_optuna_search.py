@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from morphtune._keys import ERROR_KEY
 from morphtune.searchers._duplicates import FinishedConfigs
 from morphtune.searchers._samplers import CONSTRAINT_ATTR
 
@@ -31,9 +32,6 @@ __all__ = ["ERROR_KEY", "SafeOptunaSearch"]
 
 log = logging.getLogger(__name__)
 
-#: A result key a trainable sets (with the message) when the trial failed for a reason
-#: that would fail again on a retry: the trial ends after one attempt, told FAIL.
-ERROR_KEY = "trial_error"
 
 ConstraintCheck = Callable[[dict[str, Any]], tuple[list[float], Any]]
 
@@ -58,6 +56,7 @@ class SafeOptunaSearch(OptunaSearch):
         self.max_infeasible = max_infeasible
         self.infeasible = 0  # configurations rejected before launch
         self.finished = FinishedConfigs()  # repeats are answered from here, not trained
+        self._latest: dict[str, tuple[int, float]] = {}  # trial -> (step, last finite value)
         self.exhausted: str | None = None  # why the searcher stopped proposing, if it did
 
     @property
@@ -113,15 +112,15 @@ class SafeOptunaSearch(OptunaSearch):
     # ------------------------------------------------------------------ learning
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        # intermediate values feed Optuna's pruners and TPE's pruned-trial ranking; only
-        # finite single-objective values are recorded
+        # Only the latest finite value is kept here and written to the study once, when
+        # the trial ends (TPE ranks an early-stopped trial by its last step): a write per
+        # result to an SQL storage would cost more than a fast trial's result itself.
         if len(self.metrics) != 1 or trial_id in self._completed_trials:
             return
-        ot_trial = self._ot_trials.get(trial_id)
         value = result.get(self.metrics[0])
-        if ot_trial is None or not _finite(value) or result.get(ERROR_KEY):
+        if trial_id not in self._ot_trials or not _finite(value) or result.get(ERROR_KEY):
             return
-        ot_trial.report(float(value), int(result.get("training_iteration", 0)))  # type: ignore[arg-type]
+        self._latest[trial_id] = (int(result.get("training_iteration", 0)), float(value))  # type: ignore[arg-type]
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -148,7 +147,10 @@ class SafeOptunaSearch(OptunaSearch):
         study = self._ot_study
         if study is None:
             raise RuntimeError("SafeOptunaSearch got a trial result before it was set up")
+        latest = self._latest.pop(trial_id, None)
         try:
+            if latest is not None:
+                ot_trial.report(latest[1], latest[0])
             study.tell(ot_trial, told, state=state)
             self._remember(ot_trial, state, told)
         except RuntimeError as exc:

@@ -17,11 +17,18 @@ from typing import Any
 
 from ray.tune import Callback
 
-from morphtune.searchers._optuna_search import ERROR_KEY
+from morphtune._keys import ERROR_KEY
 from morphtune.spec import SweepSpec, flatten_config, resolve_trial_config
+from morphtune.store._reader import SweepStore
 from morphtune.store._writer import ResultWriter
 
-__all__ = ["StoreCallback"]
+__all__ = ["ORPHAN_ERROR", "StoreCallback"]
+
+#: The error recorded for a trial abandoned by a crashed driver (see ``_abandon_orphans``).
+ORPHAN_ERROR = (
+    "abandoned: the sweep driver crashed before it recorded this trial in an experiment "
+    "snapshot, so the resumed sweep ran another trial in its place"
+)
 
 
 #: Tune's bookkeeping keys, left out of the stored metrics (``time_total_s`` and the
@@ -209,6 +216,21 @@ class StoreCallback(Callback):
         for trial_id in list(self._held):
             self._release(trial_id)
         self.flush()
+        self._abandon_orphans({trial.trial_id for trial in trials})
+
+    def _abandon_orphans(self, known: set[str]) -> None:
+        """A trial that a crashed driver started after its last experiment snapshot is
+        unknown to the resumed sweep, which starts another in its place: record it
+        failed instead of leaving it running for ever."""
+        for summary in SweepStore(self.root).trials(self.sweep_id):
+            if summary.status == "running" and summary.trial_id not in known:
+                self.writer.write_trial(
+                    summary.trial_id,
+                    "failed",
+                    config=summary.config,
+                    error=ORPHAN_ERROR,
+                    last_iteration=summary.last_iteration,
+                )
 
 
 def _last_iteration(trial: Any, seen: int | None) -> int | None:

@@ -26,14 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import ray.train
-import ray.train.torch
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
-from morphtune.searchers._optuna_search import ERROR_KEY
+from morphtune._keys import ERROR_KEY
 from morphtune.spec import SweepSpec, resolve_trial_config
-from morphtune.trainables._loop import CHECKPOINT_FILE, make_engine, train_loop_per_worker
+
+# Ray Train, torch and the engines are imported where a trial needs them: this module is
+# what every trial actor unpickles first, and a user trial function needs none of them.
 
 __all__ = [
     "DRIVER_RESOURCES",
@@ -97,6 +96,7 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
     import torch
 
     from morphtune.data import load_dataset
+    from morphtune.trainables._loop import CHECKPOINT_FILE, make_engine
 
     names = [goal.metric for goal in spec.search.goals]
     last: dict[str, Any] = {}
@@ -181,6 +181,12 @@ def _run_user_function(spec: SweepSpec, fn: TrialFunction, config: dict[str, Any
 
 def _run_train(spec: SweepSpec, storage_path: str, config: dict[str, Any]) -> None:
     """The ``train`` executor: one Ray Train TorchTrainer run per trial."""
+    import ray.train
+    import ray.train.torch
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from morphtune.trainables._loop import train_loop_per_worker
+
     resources = spec.resources
     try:
         trial = resolve_trial_config(spec, config)

@@ -12,8 +12,8 @@ import ray.train
 import ray.train.torch
 import torch
 
+from morphtune._keys import ERROR_KEY
 from morphtune.data import load_dataset
-from morphtune.searchers._optuna_search import ERROR_KEY
 from morphtune.trainables._engine import TrialEngine
 from morphtune.trainables._gan_engine import GanEngine
 from morphtune.trainables._supernet_engine import SupernetEngine
