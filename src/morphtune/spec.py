@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -661,13 +662,15 @@ class ResourcesSpec(_Strict):
     max_failures: int = Field(0, ge=0, le=100)
     executor: Literal["auto", "train", "function"] = "auto"
 
-    @model_validator(mode="after")
-    def _gpu_amount(self) -> ResourcesSpec:
-        amount = self.gpus_per_worker
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpu_amount(cls, amount: float | None) -> float | None:
         if amount is not None and amount > 1 and amount != int(amount):
-            raise ValueError(
-                f"gpus_per_worker must be a fraction <= 1 or a whole number, but got {amount}"
-            )
+            raise ValueError(f"must be a fraction <= 1 or a whole number, but got {amount}")
+        return amount
+
+    @model_validator(mode="after")
+    def _one_worker_in_process(self) -> ResourcesSpec:
         if self.executor == "function" and self.num_workers > 1:
             raise ValueError(
                 "executor 'function' runs one worker per trial, but num_workers="
@@ -771,7 +774,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
-    seed: int | None = None  # default for the sampler, training and dataset seeds left unset
+    seed: StrictInt | None = None  # default for the sampler, training and dataset seeds left unset
 
     @model_validator(mode="before")
     @classmethod
@@ -891,8 +894,13 @@ def _issues_from_validation(
     prefix: Sequence[str] = (),
 ) -> list[SpecIssue]:
     issues = []
+    search = data.get("search") if isinstance(data, Mapping) else None
+    # with only `objectives` given, `objective` is a copy of objectives[0]: report once
+    copied = isinstance(search, Mapping) and "objective" not in search
     for item in error.errors():
         loc = [*prefix, *(str(part) for part in item["loc"])]
+        if copied and not prefix and loc[:2] == ["search", "objective"]:
+            continue
         # pydantic inserts the tagged-union tag ('float', 'int', ...) into the location
         loc = [
             part
@@ -1345,9 +1353,13 @@ def _check_cross_fields(
     return issues
 
 
-def _issue(lines: Mapping[tuple[str, ...], int], dotted: str, value: Any, rule: str) -> SpecIssue:
-    path = dotted.split(".")
-    return SpecIssue(dotted, _nearest_line(lines, path), value, rule)
+def _issue(
+    lines: Mapping[tuple[str, ...], int], path: str | Sequence[str], value: Any, rule: str
+) -> SpecIssue:
+    """An issue at ``path``: dotted, or a list of parts when a part (a searched key such
+    as ``training.lr``) has dots of its own."""
+    parts = path.split(".") if isinstance(path, str) else list(path)
+    return SpecIssue(".".join(parts), _nearest_line(lines, parts), value, rule)
 
 
 def _check_search_machinery(
@@ -1383,7 +1395,7 @@ def _check_search_machinery(
                 issues.append(
                     _issue(
                         lines,
-                        f"search.space.{key}",
+                        ["search", "space", key],
                         key,
                         "the grid sampler needs discrete values: give this float a step",
                     )
@@ -1461,7 +1473,7 @@ def _check_population(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> 
             issues.append(
                 _issue(
                     lines,
-                    f"search.space.{key}.when",
+                    ["search", "space", key, "when"],
                     param.when,
                     f"{scheduler.name} samples every searched key (no conditional knobs)",
                 )

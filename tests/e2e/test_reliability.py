@@ -40,6 +40,7 @@ from morphtune.runner import SweepOutcome, run_sweep
 from morphtune.searchers._study import optuna_storage
 from morphtune.spec import parse_spec
 from morphtune.store import StoreError, SweepStore
+from morphtune.store.callback import ORPHAN_ERROR
 
 pytestmark = pytest.mark.ray
 
@@ -93,17 +94,21 @@ def live_states(root: Path, sweep: str) -> dict[str, str]:
         return {}
 
 
-def assert_every_row_once(root: Path, sweep: str, trials: int, epochs: int) -> None:
-    """Exactly ``trials x epochs`` rows on disk, no (trial, iteration) twice, every trial
-    with iterations 1..epochs, and each row's engine epoch equal to Tune's iteration (the
-    engine resumed from the checkpoint Tune resumed the trial from)."""
+def assert_every_row_once(
+    root: Path, sweep: str, trials: int, epochs: int, abandoned: set[str] | None = None
+) -> None:
+    """No (trial, iteration) twice on disk; exactly ``trials x epochs`` rows of the
+    trials not ``abandoned``, each with iterations 1..epochs; each row's engine epoch
+    equal to Tune's iteration (the engine resumed from the checkpoint Tune resumed the
+    trial from)."""
     rows = store_rows(root, sweep)
     keys = Counter((row["trial_id"], row["iteration"]) for row in rows)
     assert [key for key, count in keys.items() if count > 1] == []
-    assert len(rows) == trials * epochs
     per_trial: dict[str, list[int]] = {}
     for trial_id, iteration in keys:
-        per_trial.setdefault(trial_id, []).append(iteration)
+        if trial_id not in (abandoned or set()):
+            per_trial.setdefault(trial_id, []).append(iteration)
+    assert sum(len(its) for its in per_trial.values()) == trials * epochs
     assert len(per_trial) == trials
     assert all(sorted(its) == list(range(1, epochs + 1)) for its in per_trial.values())
     for row in rows:
@@ -215,13 +220,11 @@ def test_t1_killed_trial_actors_resume_and_every_row_is_stored_once(
                 continue
             switches += 1
             assert before["pid"] in killed, (trial_id, before["pid"], killed)
-            # resumed from the checkpoint of the last (or, if the kill raced the report,
-            # the one before) epoch, never from scratch
+            # restored from a checkpoint no older than the last result logged before the
+            # kill (the kill may race a report: that epoch is then trained again), never
+            # started over
             assert after["iterations_since_restore"] == 1
-            assert before["training_iteration"] <= after["training_iteration"]
-            assert after["training_iteration"] == before["training_iteration"] + 1 or (
-                after["training_iteration"] == before["training_iteration"]
-            )
+            assert after["training_iteration"] >= max(2, before["training_iteration"])
         assert failures[trial_id] == sum(
             1 for a, b in itertools.pairwise(results) if a["pid"] != b["pid"]
         )
@@ -291,7 +294,8 @@ class Driver:
     def result_files(self) -> list[Path]:
         """Tune's result logs of this driver (its staging copy survives a crash)."""
         return sorted(
-            self.ray_tmp.glob("ray/session_*/artifacts/*/tune/driver_artifacts/*/result.json")
+            # session_2*: not the session_latest link to the same directory
+            self.ray_tmp.glob("ray/session_2*/artifacts/*/tune/driver_artifacts/*/result.json")
         )
 
 
@@ -316,7 +320,8 @@ def drivers() -> Iterator[list[Driver]]:
     for driver in started:
         if driver.alive() or session_processes(driver.process.pid):
             driver.kill()
-        shutil.rmtree(driver.ray_tmp, ignore_errors=True)
+        if not os.environ.get("MT_KEEP"):
+            shutil.rmtree(driver.ray_tmp, ignore_errors=True)
 
 
 def test_t2_driver_killed_three_times_resumes_without_rerunning_or_losing(
@@ -363,28 +368,39 @@ def test_t2_driver_killed_three_times_resumes_without_rerunning_or_losing(
     assert final.process.wait(timeout=300) == 0, log.read_text()[-3000:]
 
     store = SweepStore(root)
-    # exactly 12 trials, all completed; every row once
-    assert store.trial_counts(sweep)["completed"] == TRIALS, store.trial_states(sweep)
-    assert len(store.trial_states(sweep)) == TRIALS, store.trial_states(sweep)
-    assert_every_row_once(root, sweep, TRIALS, EPOCHS)
+    # exactly 12 trials completed, none left running; a trial a killed driver started
+    # after its last experiment snapshot is unknown to the resumed sweep (which runs
+    # another in its place): it is recorded failed, as abandoned
+    summaries = {summary.trial_id: summary for summary in store.trials(sweep)}
+    statuses = Counter(summary.status for summary in summaries.values())
+    assert statuses["completed"] == TRIALS, statuses
+    abandoned = {t for t, summary in summaries.items() if summary.status != "completed"}
+    for trial_id in abandoned:
+        assert summaries[trial_id].status == "failed", summaries[trial_id]
+        assert summaries[trial_id].error == ORPHAN_ERROR, summaries[trial_id]
+    assert_every_row_once(root, sweep, TRIALS, EPOCHS, abandoned)
     manifest = store.manifest(sweep)
-    assert manifest["status"] == "completed" and manifest["resumes"] == 4
+    assert manifest["status"] == "completed" and manifest["resumes"] == len(kills)
 
-    # Optuna: 12 COMPLETE, none RUNNING (a trial asked by a driver that died before
-    # recording it anywhere is FAIL, marked as such)
+    # Optuna: 12 COMPLETE, none RUNNING; FAIL only for trials asked by a driver that died
+    # before recording them (each abandoned trial is one of those)
     states = optuna_states(root, sweep)
     assert states["COMPLETE"] == TRIALS and states["RUNNING"] == 0, states
     url = f"sqlite:///{root / sweep / 'optuna.db'}"
     study = optuna.load_study(study_name=sweep, storage=optuna_storage(url))
-    for trial in study.get_trials(states=(TrialState.FAIL,)):
+    orphans = study.get_trials(states=(TrialState.FAIL,))
+    for trial in orphans:
         assert "failed_because" in trial.user_attrs, trial
+    assert len(abandoned) <= len(orphans) == states["FAIL"]
+    assert sum(states.values()) == TRIALS + len(orphans)
 
     # completed trials were not run again: no status record after "completed"
     history: dict[str, list[str]] = {}
     for record in store.trial_records(sweep).to_pylist():
         history.setdefault(record["trial_id"], []).append(record["status"])
-    for trial_id, statuses in history.items():
-        assert statuses.index("completed") == len(statuses) - 1, (trial_id, statuses)
+    for trial_id, records in history.items():
+        if trial_id not in abandoned:
+            assert records.index("completed") == len(records) - 1, (trial_id, records)
     assert completed_before, "no trial completed before a kill: the check proved nothing"
 
     # epochs trained per trial: what every driver received (Tune's own logs, crashes
@@ -396,8 +412,10 @@ def test_t2_driver_killed_three_times_resumes_without_rerunning_or_losing(
     for driver in drivers:
         for trial_id, results in tune_results(driver.result_files()).items():
             received.setdefault(trial_id, []).extend(r["training_iteration"] for r in results)
-    assert set(received) == set(history)
+    assert set(received) - abandoned == set(history) - abandoned
     for trial_id, iterations in received.items():
+        if trial_id in abandoned:
+            continue
         assert sorted(set(iterations)) == list(range(1, EPOCHS + 1)), (trial_id, iterations)
         assert len(iterations) <= EPOCHS + 2 * len(kills), (trial_id, iterations)
 
