@@ -250,7 +250,10 @@ def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[s
     if searcher is None:  # a PBT population
         moves = getattr(scheduler, "moves", None)
         return {"pbt_moves": len(moves)} if moves is not None else {}
-    summary: dict[str, Any] = {"infeasible": searcher.infeasible}
+    summary: dict[str, Any] = {
+        "infeasible": searcher.infeasible,
+        "repeats_answered": searcher.finished.answered,
+    }
     if searcher.exhausted:
         summary["exhausted"] = searcher.exhausted
     if isinstance(searcher, ProxyFilteredSearch):

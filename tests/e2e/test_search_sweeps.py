@@ -52,8 +52,9 @@ def test_multi_objective_sweep_respects_the_budget_and_returns_a_front(
     for trial in trials:  # no trial over the budget ever ran (width 256 is ~85k params)
         assert trial.config["model.width"] != 256
         assert trial.metrics["params"] <= 9000
-        assert checker.cost({"model.width": trial.config["model.width"]}).params == (
-            trial.metrics["params"]
+        assert (
+            checker.cost({"model.width": trial.config["model.width"]}).params
+            == (trial.metrics["params"])
         )
     assert outcome.pareto, "a front of finished trials"
     front = {(p["values"]["val_acc"], p["values"]["params"]) for p in outcome.pareto}
@@ -64,9 +65,12 @@ def test_multi_objective_sweep_respects_the_budget_and_returns_a_front(
     study = optuna.load_study(
         study_name="mo", storage=optuna_storage(f"sqlite:///{tmp_path / 'mo' / 'optuna.db'}")
     )
-    states = [t.state.name for t in study.get_trials()]
+    trained = [t for t in study.get_trials() if "repeat_of_finished_config" not in t.user_attrs]
+    states = [t.state.name for t in trained]
     assert states.count("COMPLETE") == 6 and "RUNNING" not in states
     assert states.count("PRUNED") == manifest["search"]["infeasible"]
+    repeats = len(study.get_trials()) - len(trained)  # answered from the study, not trained
+    assert repeats == manifest["search"].get("repeats_answered", 0)
 
 
 PBT_SPEC = """
