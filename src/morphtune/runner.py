@@ -241,7 +241,12 @@ def _tuner_configs(
         failure_config=tune.FailureConfig(
             max_failures=spec.resources.max_failures if in_process else 0, fail_fast=False
         ),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT exploits a donor's latest checkpoint some time after choosing it, while the
+        # donor keeps training: pruning old checkpoints can delete it first, so a
+        # population keeps all of them (trial directories are removed with the sweep)
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=None if spec.search.scheduler.name in POPULATION_SCHEDULERS else 2
+        ),
     )
     return tune_config, run_config
 

@@ -279,7 +279,7 @@ class Driver:
         env["RAY_TMPDIR"] = str(self.ray_tmp)
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, *os.environ.get("MT_CLI", "-m morphtune.cli").split(), *args],
+                [sys.executable, "-m", "morphtune.cli", *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -332,8 +332,7 @@ def drivers() -> Iterator[list[Driver]]:
     for driver in started:
         if driver.alive() or session_processes(driver.process.pid):
             driver.kill()
-        if not os.environ.get("MT_KEEP"):
-            shutil.rmtree(driver.ray_tmp, ignore_errors=True)
+        shutil.rmtree(driver.ray_tmp, ignore_errors=True)
 
 
 @UNFINISHED

@@ -59,6 +59,19 @@ class SafeOptunaSearch(OptunaSearch):
         self._latest: dict[str, tuple[int, float]] = {}  # trial -> (step, last finite value)
         self.exhausted: str | None = None  # why the searcher stopped proposing, if it did
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fill_new_fields()
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self._fill_new_fields()
+
+    def _fill_new_fields(self) -> None:
+        # a searcher saved by an older morphtune (resume after an upgrade) lacks these
+        self.__dict__.setdefault("_latest", {})
+        self.__dict__.setdefault("finished", FinishedConfigs())
+
     @property
     def metrics(self) -> list[str]:
         metric = self.metric
@@ -153,7 +166,7 @@ class SafeOptunaSearch(OptunaSearch):
                 ot_trial.report(latest[1], latest[0])
             study.tell(ot_trial, told, state=state)
             self._remember(ot_trial, state, told)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:  # Optuna 4.9 raises ValueError
             # a resumed sweep may finish a trial the study already recorded as finished
             log.warning("trial %s: Optuna kept its earlier outcome (%s)", trial_id, exc)
         self._completed_trials.add(trial_id)

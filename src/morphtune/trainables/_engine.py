@@ -190,27 +190,10 @@ class TrialEngine:
             raise RuntimeError(f"no growth event left (all {len(self.events)} applied)")
         scheduled = self.events[self.stage]
         seed = self.trial["training"]["seed"] + 7919 * (self.stage + 1)
-        old_params = dict(self.model.named_parameters())
-        old_state = self.optimizer.state
-        result = expand(
-            self.model,
-            scheduled.target,
-            scheduled.event.operator,
-            seed=seed,
-            options=self.plan.options,
-        )
-        self.model = result.model.to(self.device)
-        self.masks = MaskSet.from_model(self.model) if find_masks(self.model) else None
         self.stage += 1
-        self._attach()
-        new_params = dict(self.model.named_parameters())
-        for new_name, old_name in result.carried.items():
-            state = old_state.get(old_params[old_name])
-            if state:
-                self.optimizer.state[new_params[new_name]] = {
-                    key: value.clone() if torch.is_tensor(value) else value
-                    for key, value in state.items()
-                }
+        self.grow_to(
+            scheduled.target, scheduled.event.operator, seed=seed, options=self.plan.options
+        )
 
     def grow_to(
         self,
