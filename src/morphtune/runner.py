@@ -258,6 +258,7 @@ def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[s
     summary: dict[str, Any] = {
         "infeasible": searcher.infeasible,
         "repeats_answered": searcher.finished.answered,
+        "suggestion_seconds": searcher.suggest_seconds.as_manifest(),
     }
     if searcher.exhausted:
         summary["exhausted"] = searcher.exhausted

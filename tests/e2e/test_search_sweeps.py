@@ -72,6 +72,8 @@ def test_multi_objective_sweep_respects_the_budget_and_returns_a_front(
     assert states.count("PRUNED") == manifest["search"]["infeasible"]
     repeats = len(study.get_trials()) - len(trained)  # answered from the study, not trained
     assert repeats == manifest["search"].get("repeats_answered", 0)
+    timing = manifest["search"]["suggestion_seconds"]  # every suggest Tune made was timed
+    assert timing["count"] >= 6 and timing["buckets"]["+Inf"] == timing["count"]
 
 
 PBT_SPEC = """

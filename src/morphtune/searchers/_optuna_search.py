@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from morphtune._keys import ERROR_KEY
 from morphtune.searchers._duplicates import FinishedConfigs
+from morphtune.searchers._latency import LatencyHistogram
 from morphtune.searchers._samplers import CONSTRAINT_ATTR
 
 __all__ = ["ERROR_KEY", "SafeOptunaSearch"]
@@ -58,6 +60,7 @@ class SafeOptunaSearch(OptunaSearch):
         self.finished = FinishedConfigs()  # repeats are answered from here, not trained
         self._latest: dict[str, tuple[int, float]] = {}  # trial -> (step, last finite value)
         self.exhausted: str | None = None  # why the searcher stopped proposing, if it did
+        self.suggest_seconds = LatencyHistogram()  # time Tune waits on each suggest
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -71,6 +74,7 @@ class SafeOptunaSearch(OptunaSearch):
         # a searcher saved by an older morphtune (resume after an upgrade) lacks these
         self.__dict__.setdefault("_latest", {})
         self.__dict__.setdefault("finished", FinishedConfigs())
+        self.__dict__.setdefault("suggest_seconds", LatencyHistogram())
 
     @property
     def metrics(self) -> list[str]:
@@ -84,6 +88,13 @@ class SafeOptunaSearch(OptunaSearch):
     # ----------------------------------------------------------------- proposing
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        start = time.perf_counter()
+        try:
+            return self._propose(trial_id)
+        finally:
+            self.suggest_seconds.observe(time.perf_counter() - start)
+
+    def _propose(self, trial_id: str) -> dict[str, Any] | None:
         if self.exhausted:
             return Searcher.FINISHED  # type: ignore[return-value]
         rejected = 0

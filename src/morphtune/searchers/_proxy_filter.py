@@ -112,9 +112,9 @@ class ProxyFilteredSearch(SafeOptunaSearch):
             return True
         return not math.isnan(score) and score >= self.threshold()
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def _propose(self, trial_id: str) -> dict[str, Any] | None:
         for attempt in range(self.max_rejections + 1):
-            config = super().suggest(trial_id)
+            config = super()._propose(trial_id)
             if not isinstance(config, dict):
                 return config
             score = self.scorer(config)
