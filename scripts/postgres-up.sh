@@ -25,7 +25,10 @@ if [ "$(id -u)" = 0 ]; then
   run() { runuser -u postgres -- "$@"; }
 fi
 run "$BIN/initdb" -D "$DATA/db" -A trust -U postgres >"$DATA/initdb.log" 2>&1
-run "$BIN/pg_ctl" -D "$DATA/db" -l "$DATA/server.log" -w \
-  -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start >&2
+# the server outlives this script: start it with every descriptor but stdio closed, or it
+# keeps whatever the caller had open (a lock held by `flock`, a pipe a CI runner waits on)
+run python3 -c 'import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], close_fds=True))' \
+  "$BIN/pg_ctl" -D "$DATA/db" -l "$DATA/server.log" -w \
+  -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start </dev/null >&2
 run "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres morphtune_test
 echo "postgresql://postgres@127.0.0.1:$PORT/morphtune_test"
