@@ -55,6 +55,8 @@ __all__ = [
     "store_pareto",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class SweepExistsError(FileExistsError):
     """The sweep's directory already holds results and overwriting was not asked for."""
@@ -214,6 +216,7 @@ def _tuner_configs(
     callbacks: list[Any] = [
         StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None)
     ]
+    callbacks.append(_SearchSummaryCallback(ResultWriter(root, sweep_id), searcher, scheduler))
     state_callback = getattr(scheduler, "state_callback", None)
     if callable(state_callback):
         # Tune restores a scheduler from the pickle made when the run began; MO-ASHA's
@@ -249,6 +252,47 @@ def _tuner_configs(
         ),
     )
     return tune_config, run_config
+
+
+class _SearchSummaryCallback(tune.Callback):
+    """Rewrites the manifest's ``search`` summary as trials end (at most every
+    ``interval_s``), so the service's search metrics (suggestion latency, infeasible and
+    repeated proposals) are live while the sweep runs, not only once it is over."""
+
+    def __init__(
+        self,
+        writer: ResultWriter,
+        searcher: SafeOptunaSearch | None,
+        scheduler: Any,
+        interval_s: float = 5.0,
+    ) -> None:
+        self._writer = writer
+        self._searcher = searcher
+        self._scheduler = scheduler
+        self._interval_s = interval_s
+        self._written = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the experiment; the searcher and scheduler travel in
+        # their own checkpoints, so a restored copy of this callback stays silent
+        disabled = {"_writer": None, "_searcher": None, "_scheduler": None, "_disabled": True}
+        return {**self.__dict__, **disabled}
+
+    def _maybe_write(self) -> None:
+        now = time.monotonic()
+        if self.__dict__.get("_disabled") or now - self._written < self._interval_s:
+            return
+        self._written = now
+        try:
+            self._writer.update_manifest(search=_search_summary(self._searcher, self._scheduler))
+        except Exception as error:  # a metrics refresh must never stop the sweep
+            log.warning("could not refresh the manifest's search summary: %s", error)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._maybe_write()
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._maybe_write()
 
 
 def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[str, Any]:
