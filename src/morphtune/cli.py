@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main"]
+from morphtune._cli_query import add_query_commands, format_best
+from morphtune._serve_cli import add_serve_arguments
+
+__all__ = ["format_best", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -33,8 +35,31 @@ def _load_spec_or_exit(path: str) -> Any:
         raise SystemExit(EXIT_BAD_INPUT) from None
 
 
+def _spec_from_env_or_exit(name: str) -> Any:
+    """The spec in environment variable ``name`` (how SubmitSweep ships it to a Ray job)."""
+    import os
+
+    from morphtune.spec import SpecError, parse_spec
+
+    text = os.environ.get(name)
+    if not text:
+        print(f"error: --spec-env {name}: the variable is unset or empty", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+    try:
+        return parse_spec(text, source=f"${name}")
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    spec = _load_spec_or_exit(args.spec)  # validated before Ray starts
+    if (args.spec is None) == (args.spec_env is None):
+        print("error: run needs exactly one of SPEC (a file) or --spec-env VAR", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.spec_env is not None:
+        spec = _spec_from_env_or_exit(args.spec_env)
+    else:
+        spec = _load_spec_or_exit(args.spec)  # validated before Ray starts
     from morphtune.runner import SweepExistsError, run_sweep
 
     try:
@@ -100,41 +125,9 @@ def _cmd_spec(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from morphtune.service import serve
+    from morphtune._serve_cli import run_serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    metrics_port = None if args.metrics_port < 0 else args.metrics_port
-    serve(args.results, host=args.host, port=args.port, metrics_port=metrics_port)
-    return EXIT_OK
-
-
-def _cmd_best(args: argparse.Namespace) -> int:
-    import grpc
-
-    from morphtune.service import SweepClient
-
-    try:
-        with SweepClient(args.server, timeout=args.timeout) as client:
-            best = client.best(args.sweep, metric=args.metric, mode=args.mode, scope=args.scope)
-    except grpc.RpcError as exc:
-        code = exc.code().name if exc.code() is not None else "UNKNOWN"
-        print(f"error: {code}: {exc.details()}", file=sys.stderr)
-        return EXIT_BAD_INPUT if code in {"INVALID_ARGUMENT", "NOT_FOUND"} else EXIT_FAILED
-    if args.json:
-        print(json.dumps(best, indent=2, sort_keys=True))
-        return EXIT_OK
-    print(format_best(best))
-    return EXIT_OK
-
-
-def format_best(best: dict[str, Any]) -> str:
-    """A best-config answer (``SweepClient.best``) as a few readable lines."""
-    lines = [
-        f"sweep {best['sweep_id']}: best {best['metric']} ({best['mode']}) = {best['value']:.6g}",
-        f"  trial {best['trial_id']}, iteration {best['iteration']}",
-    ]
-    lines += [f"  {key} = {value}" for key, value in sorted(best["config"].items())]
-    return "\n".join(lines)
+    return run_serve(args, args.results)
 
 
 def _best_checkpoint(results: str, sweep: str) -> str:
@@ -215,7 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a sweep spec on local or remote Ray")
-    run.add_argument("spec", help="sweep spec YAML file")
+    run.add_argument("spec", nargs="?", help="sweep spec YAML file")
+    run.add_argument(
+        "--spec-env", metavar="VAR", help="read the spec YAML from environment variable VAR"
+    )
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--results", help="results root (default: the spec's storage.results)")
     run.add_argument("--sweep-id", help="sweep id (default: the spec's name)")
@@ -241,20 +237,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the results store over gRPC (+ /metrics)")
     serve.add_argument("--results", default="./morphtune-results", help="results root")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--metrics-port", type=int, default=9464, help="-1 disables /metrics")
+    add_serve_arguments(serve)  # host, port, metrics, tokens, TLS, limits, --ray-address
     serve.set_defaults(handler=_cmd_serve)
 
-    best = sub.add_parser("best", help="query a sweep's best configuration over gRPC")
-    best.add_argument("sweep", help="sweep id")
-    best.add_argument("--server", default=DEFAULT_SERVER, help="host:port of morphtune serve")
-    best.add_argument("--metric", help="metric (default: the sweep's objective)")
-    best.add_argument("--mode", choices=["max", "min"], help="direction (default: objective's)")
-    best.add_argument("--scope", choices=["last", "all"], default="last")
-    best.add_argument("--timeout", type=float, default=10.0)
-    best.add_argument("--json", action="store_true", help="print JSON")
-    best.set_defaults(handler=_cmd_best)
+    add_query_commands(sub)  # sweeps, trials, best, pareto, watch (gRPC clients)
 
     export = sub.add_parser(
         "export", help="write a trial checkpoint as a sparse file, or --check one"

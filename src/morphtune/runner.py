@@ -295,6 +295,17 @@ class _SearchSummaryCallback(tune.Callback):
         self._maybe_write()
 
 
+def _compact(writer: ResultWriter) -> None:
+    """Merge the sweep's many small result parts (one per flush) so later queries read a
+    few files; a failure leaves the parts as they are (readers resolve either layout)."""
+    try:
+        removed = writer.compact()
+    except (OSError, ValueError) as error:
+        log.warning("could not compact the sweep's result parts: %s", error)
+    else:
+        log.info("compacted the sweep's results (%d parts merged)", removed)
+
+
 def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[str, Any]:
     if searcher is None:  # a PBT population
         moves = getattr(scheduler, "moves", None)
@@ -383,6 +394,7 @@ def run_sweep(
         )
         tuner.fit()
         status = "completed"
+        _compact(writer)
         summary = _search_summary(searcher, tune_config.scheduler)
         if warm:
             summary["warm_started"] = warm
@@ -502,6 +514,7 @@ def resume_sweep(
         )
         tuner.fit()
         status = "completed"
+        _compact(writer)
         leftover = 0
         states: dict[str, int] = {}
         if spec.search.scheduler.name not in POPULATION_SCHEDULERS:  # PBT has no study

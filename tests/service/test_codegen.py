@@ -17,7 +17,7 @@ def test_check_detects_stale_code(tmp_path: Path) -> None:
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     proto = copy / "morphtune.proto"
     proto.write_text(
-        proto.read_text().replace("string scope = 4;", "string scope = 4;\n  int32 limit = 5;")
+        proto.read_text().replace("string scope = 4;", "string scope = 4;\n  int32 limit = 99;")
     )
     stale = codegen.check(tmp_path)
     assert stale == [name for name in codegen.GENERATED_FILES if "_grpc" not in name]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import grpc
 import pytest
@@ -107,7 +108,12 @@ def test_no_finite_results_is_failed_precondition(tmp_path_factory: pytest.TempP
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "no finite result for metric 'acc'" in error.details()
             corrupt.write_bytes(b"garbage")
+            # answers are cached until the sweep's fingerprint is re-checked (<= 0.5 s)
+            deadline = time.monotonic() + 10
             error = _rpc_error(client.best, "s", "acc", "max")
+            while error.code() != grpc.StatusCode.DATA_LOSS and time.monotonic() < deadline:
+                time.sleep(0.1)
+                error = _rpc_error(client.best, "s", "acc", "max")
             assert error.code() == grpc.StatusCode.DATA_LOSS
             assert "corrupt store file" in error.details()
     finally:

@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from morphtune.store import ResultWriter
+from morphtune.store._location import Location
 
 SWEEP = "demo"
 ACC = {
@@ -54,7 +55,9 @@ def row(
     }
 
 
-def write_demo_sweep(root: str | os.PathLike[str], sweep_id: str = SWEEP) -> ResultWriter:
+def write_demo_sweep(
+    root: str | os.PathLike[str] | Location, sweep_id: str = SWEEP
+) -> ResultWriter:
     writer = ResultWriter(root, sweep_id)
     writer.write_manifest(
         {

@@ -11,7 +11,6 @@ import pytest
 
 from morphtune._atomic import atomic_write
 from morphtune.store import CorruptFileError, ResultWriter, SweepStore
-from morphtune.store._files import atomic_write_bytes
 from tests.store.sweeps import row
 
 
@@ -41,7 +40,7 @@ def test_failed_atomic_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, write_then_fail)
     assert list(tmp_path.iterdir()) == []
-    atomic_write_bytes(target, b"whole")
+    atomic_write(target, lambda handle: handle.write(b"whole"))
     assert [path.name for path in tmp_path.iterdir()] == ["file.bin"]
     assert target.read_bytes() == b"whole"
 

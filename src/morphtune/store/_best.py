@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from morphtune.store._files import trial_codes
 __all__ = [
     "BEST_SCOPES",
     "BestResult",
+    "best_position",
     "best_row",
     "last_per_trial",
     "validate_mode",
@@ -84,3 +85,40 @@ def best_row(
     ties = table.filter(pc.equal(table.column(value), extreme))
     order = pc.sort_indices(ties, sort_keys=[("trial_id", "ascending"), ("iteration", "ascending")])
     return ties.take(order.slice(0, 1)).to_pylist()[0]
+
+
+def best_position(
+    values: np.ndarray,
+    reported: np.ndarray,
+    codes: np.ndarray,
+    iterations: np.ndarray,
+    eligible: np.ndarray | None,
+    mode: str,
+    scope: str,
+    trial_ids: Sequence[str],
+) -> int | None:
+    """The row (index into the arrays) of the best value, or ``None`` if none is finite.
+
+    Same rules as :func:`best_row`, on numpy arrays over all rows: ``reported`` marks rows
+    that reported the value (NaN included), ``eligible`` the rows that count at all (the
+    last written copy of a key, of a trial that did not fail; ``None``: every row).
+    Ties go to the smallest (trial_id, iteration).
+    """
+    mask = reported if eligible is None else reported & eligible
+    rows = np.flatnonzero(mask)
+    if scope == "last" and len(rows):
+        row_codes, row_iterations = codes[rows], iterations[rows]
+        last = np.full(int(row_codes.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last, row_codes, row_iterations)
+        rows = rows[row_iterations == last[row_codes]]
+    rows = rows[np.isfinite(values[rows])]
+    if len(rows) == 0:
+        return None
+    candidates = values[rows]
+    extreme = candidates.max() if mode == "max" else candidates.min()
+    ties = rows[candidates == extreme]
+    if len(ties) == 1:
+        return int(ties[0])
+    return int(
+        min(ties.tolist(), key=lambda row: (trial_ids[int(codes[row])], int(iterations[row])))
+    )

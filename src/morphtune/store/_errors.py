@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CorruptFileError", "NoResults", "StoreError", "SweepNotFound"]
+__all__ = ["CorruptFileError", "NoResults", "PartVanished", "StoreError", "SweepNotFound"]
 
 
 class StoreError(Exception):
@@ -45,3 +45,12 @@ class CorruptFileError(StoreError):
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = os.fspath(path)
         super().__init__(f"corrupt store file {self.path!r}: {reason}")
+
+
+class PartVanished(StoreError):
+    """A listed part was gone when read: compacted away since the listing (readers list
+    again and retry; it reaches a caller only if that keeps happening)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"store part {self.path!r} vanished while being read (compacted?)")

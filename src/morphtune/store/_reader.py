@@ -2,48 +2,42 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
+import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from morphtune.store._best import (
-    BestResult,
-    best_row,
-    last_per_trial,
-    validate_mode,
-    validate_scope,
-)
-from morphtune.store._errors import CorruptFileError, NoResults, SweepNotFound
-from morphtune.store._files import (
-    OnCorrupt,
-    concat_promoted,
-    keep_last,
-    list_parts,
-    read_part,
-    read_row,
-    read_schema,
-    validate_on_corrupt,
-)
+from morphtune.store._best import BestResult, best_position, validate_mode, validate_scope
+from morphtune.store._errors import CorruptFileError, NoResults, PartVanished, SweepNotFound
+from morphtune.store._files import OnCorrupt, read_row, read_rows, validate_on_corrupt
+from morphtune.store._index import Listing, SweepIndex
+from morphtune.store._location import LocalLocation, Location, open_location
 from morphtune.store._schema import (
     METRICS_PREFIX,
     RESULT_BASE_SCHEMA,
-    TRIAL_SCHEMA,
     TRIAL_STATES,
+    VALUE_PREFIXES,
+    column_for,
     validate_sweep_id,
 )
+from morphtune.store._stats_best import StatsWinner, best_from_statistics
 from morphtune.store._writer import MANIFEST_NAME
 
 __all__ = ["DEFAULT_ROOT", "SweepStore", "TrialSummary"]
 
 DEFAULT_ROOT = "morphtune-results"
-_KEY = ("trial_id", "iteration")
+_RETRIES = 4
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,52 +53,127 @@ class TrialSummary:
 
 
 class SweepStore:
-    """Reads sweeps under ``root`` (see :mod:`morphtune.store._schema` for the layout).
+    """Reads sweeps under ``root`` (a path or a pyarrow filesystem URI such as
+    ``s3://bucket/prefix``; see :mod:`morphtune.store._schema` for the layout).
 
     Within a sweep, rows repeating a (trial_id, iteration) key are resolved to the last written
     one. A file with a final part name that is not valid Parquet raises
     :class:`~morphtune.store.CorruptFileError`, or is skipped with a ``RuntimeWarning`` when
     ``on_corrupt="warn"``; temp files (``.*.tmp``) are never read.
+
+    A store object caches what it read per sweep (see :mod:`morphtune.store._index`) and
+    answers again from the cache while :meth:`fingerprint` is unchanged; keep one object per
+    process (it is safe to share between threads) to benefit.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] = DEFAULT_ROOT, *, on_corrupt: str = "raise"
+        self, root: str | os.PathLike[str] | Location = DEFAULT_ROOT, *, on_corrupt: str = "raise"
     ) -> None:
-        self._root = Path(root)
+        self._location = open_location(root)
         self._on_corrupt: OnCorrupt = validate_on_corrupt(on_corrupt)
+        self._indexes: dict[str, SweepIndex] = {}
+        self._lock = threading.Lock()
 
     @property
-    def root(self) -> Path:
-        return self._root
+    def root(self) -> Path | str:
+        """The root: a ``Path`` on local disk, else the URI (without its query)."""
+        if isinstance(self._location, LocalLocation):
+            return self._location.path
+        return self._location.display
+
+    @property
+    def location(self) -> Location:
+        return self._location
 
     # -- sweeps and manifests -------------------------------------------------------------
 
     def list_sweeps(self) -> list[str]:
         """Sweep ids under the root, sorted; a missing root has none."""
-        if not self._root.is_dir():
-            return []
         return sorted(
-            path.name
-            for path in self._root.iterdir()
-            if path.is_dir() and _is_sweep_id(path.name) and _looks_like_sweep(path)
+            name
+            for name in self._location.list_dirs(self._location.root)
+            if _is_sweep_id(name) and self._looks_like_sweep(name)
         )
 
     def has_sweep(self, sweep_id: str) -> bool:
-        path = self._root / validate_sweep_id(sweep_id)
-        return path.is_dir() and _looks_like_sweep(path)
+        return self._looks_like_sweep(validate_sweep_id(sweep_id))
 
-    def _sweep_dir(self, sweep_id: str) -> Path:
-        if not self.has_sweep(sweep_id):
-            raise SweepNotFound(sweep_id, self._root)
-        return self._root / sweep_id
+    def _looks_like_sweep(self, sweep_id: str) -> bool:
+        location = self._location
+        return (
+            location.stat(location.join(sweep_id, MANIFEST_NAME)) is not None
+            or location.is_dir(location.join(sweep_id, "results"))
+            or location.is_dir(location.join(sweep_id, "trials"))
+        )
+
+    def _listing(self, sweep_id: str) -> Listing:
+        """The sweep's listing; :class:`SweepNotFound` if there is no such sweep."""
+        location = self._location
+        validate_sweep_id(sweep_id)
+        listing = Listing(
+            tuple(location.list_files_cached(location.join(sweep_id, "results"))),
+            tuple(location.list_files_cached(location.join(sweep_id, "trials"))),
+            location.identity(location.join(sweep_id, MANIFEST_NAME)),
+        )
+        if not (listing.results or listing.trials or listing.manifest) and not self.has_sweep(
+            sweep_id
+        ):
+            raise SweepNotFound(sweep_id, self.root)
+        return listing
+
+    def _index(self, sweep_id: str) -> SweepIndex:
+        with self._lock:
+            index = self._indexes.get(sweep_id)
+            if index is None:
+                location = self._location
+                index = self._indexes[sweep_id] = SweepIndex(
+                    location,
+                    location.join(sweep_id, "results"),
+                    location.join(sweep_id, "trials"),
+                    self._on_corrupt,
+                )
+            return index
+
+    def _query(self, sweep_id: str, answer: Callable[[SweepIndex], T]) -> T:
+        """``answer(index)`` on the sweep's index, refreshed from a new listing and locked.
+
+        A part listed but gone when read was compacted away meanwhile: list again and retry
+        (the merged part holds its rows), so readers never see a gap.
+        """
+        for _ in range(_RETRIES - 1):
+            index = self._index(sweep_id)
+            with index.lock:
+                index.refresh(self._listing(sweep_id))
+                try:
+                    return answer(index)
+                except PartVanished:
+                    index.forget()
+        index = self._index(sweep_id)
+        with index.lock:
+            index.refresh(self._listing(sweep_id))
+            return answer(index)
+
+    def fingerprint(self, sweep_id: str) -> str:
+        """A value that changes whenever the sweep's results, trial records or manifest
+        change, from listings and file metadata only (no Parquet is read). Cache answers
+        derived from a sweep under it. Raises :class:`SweepNotFound`."""
+        return self._listing(sweep_id).fingerprint
 
     def manifest(self, sweep_id: str) -> dict[str, Any]:
         """The sweep's manifest; just ``{"sweep_id": ...}`` if there is none yet."""
-        path = self._sweep_dir(sweep_id) / MANIFEST_NAME
-        if not path.is_file():
+        return self._query(
+            sweep_id,
+            lambda index: copy.deepcopy(
+                index.memo("manifest", lambda: self._read_manifest(sweep_id))
+            ),
+        )
+
+    def _read_manifest(self, sweep_id: str) -> dict[str, Any]:
+        path = self._location.join(sweep_id, MANIFEST_NAME)
+        if self._location.stat(path) is None:
             return {"sweep_id": sweep_id}
         try:
-            manifest = json.loads(path.read_text())
+            manifest = json.loads(self._location.read_bytes(path))
         except (OSError, ValueError) as error:
             raise CorruptFileError(path, str(error)) from error
         if not isinstance(manifest, dict):
@@ -113,21 +182,16 @@ class SweepStore:
 
     # -- results ----------------------------------------------------------------------------
 
-    def _read_all(
-        self, directory: Path, columns: Sequence[str] | None, base: pa.Schema
-    ) -> pa.Table:
-        tables = [read_part(path, columns, self._on_corrupt) for path in list_parts(directory)]
-        return concat_promoted([table for table in tables if table is not None], base)
-
     def result_columns(self, sweep_id: str) -> list[str]:
         """Every column name found in the sweep's result parts (read from footers only)."""
-        names: set[str] = set()
-        for path in list_parts(self._sweep_dir(sweep_id) / "results"):
-            schema = read_schema(path, self._on_corrupt)
-            names.update(schema.names if schema is not None else ())
-        return [name for name in RESULT_BASE_SCHEMA.names if name in names] + sorted(
-            names - set(RESULT_BASE_SCHEMA.names)
-        )
+        return self._query(sweep_id, lambda index: list(_columns(index)))
+
+    def column_for(self, sweep_id: str, name: str) -> str:
+        """The result column holding the reported ``name``: a bare name (``accuracy``,
+        ``params``, ``density``) resolves to ``metrics.<name>``, then ``cost.<name>``,
+        ``signal.<name>``, ``config.<name>``; a prefixed name must exist as is. Raises
+        ``ValueError`` naming the known names when the sweep has no such column."""
+        return column_for(name, self.result_columns(sweep_id), where=f"sweep {sweep_id!r}")
 
     def metric_names(self, sweep_id: str) -> list[str]:
         """Names of the flattened metrics (without the ``metrics.`` prefix), sorted."""
@@ -141,30 +205,49 @@ class SweepStore:
         """All result rows of a sweep, one per (trial_id, iteration), in write order.
 
         ``columns`` selects columns (unknown names raise ``ValueError``); parts with different
-        columns are combined (missing -> null, conflicting types -> string).
+        columns are combined (missing -> null, conflicting types -> string). Selected columns
+        other than ``*_json`` stay cached, so asking again after new parts arrived reads only
+        the new parts.
         """
-        directory = self._sweep_dir(sweep_id) / "results"
-        if columns is not None:
-            known = self.result_columns(sweep_id) or RESULT_BASE_SCHEMA.names
-            unknown = [name for name in columns if name not in known]
-            if unknown:
-                raise ValueError(f"columns {unknown} not in sweep {sweep_id!r}; available: {known}")
-            wanted = list(dict.fromkeys([*_KEY, *columns]))
-            table = keep_last(self._read_all(directory, wanted, RESULT_BASE_SCHEMA))
-            return table.select(list(columns))
-        return keep_last(self._read_all(directory, None, RESULT_BASE_SCHEMA))
+        wanted = None if columns is None else list(columns)
+
+        def answer(index: SweepIndex) -> pa.Table:
+            if wanted is not None:
+                known = _columns(index) or RESULT_BASE_SCHEMA.names
+                unknown = [name for name in wanted if name not in known]
+                if unknown:
+                    raise ValueError(
+                        f"columns {unknown} not in sweep {sweep_id!r}; available: {known}"
+                    )
+            return index.results(wanted)
+
+        return self._query(sweep_id, answer)
 
     # -- trials -----------------------------------------------------------------------------
 
     def trial_records(self, sweep_id: str) -> pa.Table:
         """Every trial status record of the sweep, in write order."""
-        return self._read_all(self._sweep_dir(sweep_id) / "trials", None, TRIAL_SCHEMA)
+        return self._query(sweep_id, lambda index: index.trial_records())
 
-    def _latest_records(self, sweep_id: str) -> dict[str, dict[str, Any]]:
-        latest: dict[str, dict[str, Any]] = {}
-        for record in self.trial_records(sweep_id).to_pylist():
-            latest[record["trial_id"]] = record
-        return latest
+    def _latest_records(self, index: SweepIndex) -> dict[str, dict[str, Any]]:
+        def compute() -> dict[str, dict[str, Any]]:
+            latest: dict[str, dict[str, Any]] = {}
+            for record in index.trial_records().to_pylist():
+                latest[record["trial_id"]] = record
+            return latest
+
+        return index.memo("latest_records", compute)
+
+    def _states(self, index: SweepIndex) -> dict[str, str]:
+        def compute() -> dict[str, str]:
+            kept = index.codes if index.keep is None else index.codes[index.keep]
+            present = np.flatnonzero(np.bincount(kept, minlength=len(index.trial_ids)))
+            states = {index.trial_ids[code]: "running" for code in present.tolist()}
+            for trial_id, record in self._latest_records(index).items():
+                states[trial_id] = record["status"]
+            return states
+
+        return index.memo("states", compute)
 
     def trial_states(self, sweep_id: str) -> dict[str, str]:
         """Each trial's state: its latest status record, or ``"running"`` if it has none.
@@ -172,16 +255,7 @@ class SweepStore:
         The latest record of any state wins (not only terminal ones), so a failed trial that
         Tune restarted reads as running again.
         """
-        states = {trial_id: "running" for trial_id in self._result_trial_ids(sweep_id)}
-        for trial_id, record in self._latest_records(sweep_id).items():
-            states[trial_id] = record["status"]
-        return states
-
-    def _result_trial_ids(self, sweep_id: str) -> set[str]:
-        table = self._read_all(
-            self._sweep_dir(sweep_id) / "results", ["trial_id"], RESULT_BASE_SCHEMA
-        )
-        return set(table.column("trial_id").unique().to_pylist()) if table.num_rows else set()
+        return self._query(sweep_id, lambda index: dict(self._states(index)))
 
     def trial_counts(self, sweep_id: str) -> dict[str, int]:
         """Number of trials per state, with every state of ``TRIAL_STATES`` present."""
@@ -194,16 +268,49 @@ class SweepStore:
         ``config`` comes from the latest status record, else from the last result row;
         ``last_iteration`` is the highest stored iteration, else the record's own.
         """
-        records = self._latest_records(sweep_id)
-        last_rows = {row["trial_id"]: row for row in self._last_rows(sweep_id).to_pylist()}
+        return self._query(
+            sweep_id, lambda index: list(index.memo("trials", lambda: self._summaries(index)))
+        )
+
+    def _summaries(self, index: SweepIndex) -> list[TrialSummary]:
+        records = self._latest_records(index)
+        last_rows = self._last_rows(index)
         return [
             _summary(trial_id, records.get(trial_id), last_rows.get(trial_id))
             for trial_id in sorted(records.keys() | last_rows.keys())
         ]
 
-    def _last_rows(self, sweep_id: str) -> pa.Table:
-        table = self.results(sweep_id, ["trial_id", "iteration", "config_json", "metrics_json"])
-        return last_per_trial(table) if table.num_rows else table
+    def _last_rows(self, index: SweepIndex) -> dict[str, dict[str, Any]]:
+        """Per trial, its highest stored iteration's row (iteration and JSON columns)."""
+        rows = np.arange(len(index.codes)) if index.keep is None else np.flatnonzero(index.keep)
+        if len(rows) == 0:
+            return {}
+        codes, iterations = index.codes[rows], index.iterations[rows]
+        last = np.full(int(codes.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last, codes, iterations)
+        chosen = rows[iterations == last[codes]]
+        found: dict[str, dict[str, Any]] = {}
+        part_of = np.searchsorted(index.offsets, chosen, side="right") - 1
+        for part_index in np.unique(part_of).tolist():
+            part = index.parts[part_index]
+            mine = chosen[part_of == part_index]
+            local = mine - int(index.offsets[part_index])
+            table = read_rows(
+                self._location, part.ref.path, local.tolist(), ["config_json", "metrics_json"]
+            )
+            for row, config, metrics in zip(
+                mine.tolist(),
+                table.column("config_json").to_pylist(),
+                table.column("metrics_json").to_pylist(),
+                strict=True,
+            ):
+                trial_id = index.trial_ids[index.codes[row]]
+                found[trial_id] = {
+                    "iteration": int(index.iterations[row]),
+                    "config_json": config,
+                    "metrics_json": metrics,
+                }
+        return found
 
     # -- best -------------------------------------------------------------------------------
 
@@ -238,97 +345,159 @@ class SweepStore:
     ) -> BestResult:
         """The best row for ``metric`` (default: the manifest objective) in direction ``mode``.
 
-        ``scope="last"``: each trial's last iteration that reported the metric; ``"all"``:
-        any iteration. Only finite values count and trials whose status is ``"failed"`` are
-        skipped. Raises ``ValueError`` (bad mode or scope; a metric the sweep never reported,
-        listing those it did), :class:`SweepNotFound`, or :class:`NoResults` (nothing finite;
-        also the objective metric, or any metric of a sweep without results, not reported yet).
+        ``metric`` is a reported name (``val_acc``, ``params``) or a prefixed column
+        (``metrics.x``, ``cost.x``, ``signal.x``). ``scope="last"``: each trial's last
+        iteration that reported the metric; ``"all"``: any iteration. Only finite values
+        count and trials whose status is ``"failed"`` are skipped. Raises ``ValueError`` (bad
+        mode or scope; a metric the sweep never reported, listing those it did),
+        :class:`SweepNotFound`, or :class:`NoResults` (nothing finite; also the objective
+        metric, or any metric of a sweep without results, not reported yet).
         """
-        directory = self._sweep_dir(sweep_id) / "results"
-        objective = self.manifest(sweep_id).get("objective") or {}
-        metric, mode = self._resolve_objective(sweep_id, objective, metric, mode)
-        scope = validate_scope(scope)
-        column = METRICS_PREFIX + metric
-        parts = list_parts(directory)
-        table, reported = self._metric_table(parts, column)
-        if not reported:
-            available = self.metric_names(sweep_id)
-            if not parts or metric == objective.get("metric"):  # a young sweep, not a bad request
+
+        def answer(index: SweepIndex) -> BestResult:
+            manifest = index.memo("manifest", lambda: self._read_manifest(sweep_id))
+            objective = manifest.get("objective") or {}
+            name, direction = self._resolve_objective(sweep_id, objective, metric, mode)
+            where = validate_scope(scope)
+            return index.memo(
+                ("best", name, direction, where),
+                lambda: self._best(index, sweep_id, objective, name, direction, where),
+            )
+
+        best = self._query(sweep_id, answer)
+        # a copy: the cached answer must not change if the caller edits its dicts
+        return dataclasses.replace(
+            best, config=copy.deepcopy(best.config), metrics=copy.deepcopy(best.metrics)
+        )
+
+    def _best(
+        self,
+        index: SweepIndex,
+        sweep_id: str,
+        objective: dict[str, Any],
+        metric: str,
+        mode: str,
+        scope: str,
+    ) -> BestResult:
+        if scope == "all" and not index.results_loaded:
+            # a cold index: the footers' statistics usually point at the answer directly
+            found = self._best_from_statistics(index, metric, mode)
+            if found is not None:
+                return self._best_result(sweep_id, metric, mode, found)
+        names = index.column_names()
+        column = _metric_column(metric, names)
+        pair = index.numeric(column) if column is not None else None
+        if pair is None:
+            available = sorted(
+                name.removeprefix(METRICS_PREFIX)
+                for name in names
+                if name.startswith(METRICS_PREFIX)
+            )
+            if not index.parts or metric == objective.get("metric"):  # a young sweep
                 raise NoResults(sweep_id, metric, f"not reported yet; available: {available}")
             raise ValueError(
                 f"metric {metric!r} not reported in sweep {sweep_id!r}; available: {available}"
             )
-        records = self._latest_records(sweep_id)
-        failed = {trial_id for trial_id, record in records.items() if record["status"] == "failed"}
-        row = best_row(table, column, mode, scope, failed)
+        values, reported = pair
+        states = self._states(index)
+        failed = [trial_id for trial_id, state in states.items() if state == "failed"]
+        eligible = index.keep
+        if failed:
+            failed_codes = np.zeros(len(index.trial_ids), dtype=bool)
+            for trial_id in failed:
+                code = index.trial_code(trial_id)
+                if code is not None:
+                    failed_codes[code] = True
+            not_failed = ~failed_codes[index.codes]
+            eligible = not_failed if eligible is None else eligible & not_failed
+        row = best_position(
+            values,
+            reported,
+            index.codes,
+            index.iterations,
+            eligible,
+            mode,
+            scope,
+            index.trial_ids,
+        )
         if row is None:
+            rows = len(values) if index.keep is None else int(index.keep.sum())
             raise NoResults(
                 sweep_id,
                 metric,
-                f"{table.num_rows} rows, {len(failed)} failed trials skipped, "
-                "no finite value among the rest",
+                f"{rows} rows, {len(failed)} failed trials skipped, no finite value among the rest",
             )
-        picked = read_row(parts[row["__part"]], row["__row"], ["config_json", "metrics_json"])
+        part, local = index.locate(row)
+        winner = StatsWinner(
+            part.ref,
+            local,
+            index.trial_ids[index.codes[row]],
+            int(index.iterations[row]),
+            float(values[row]),
+        )
+        return self._best_result(sweep_id, metric, mode, winner)
+
+    def _best_from_statistics(
+        self, index: SweepIndex, metric: str, mode: str
+    ) -> StatsWinner | None:
+        """The winner from footer statistics, or ``None`` to scan the keys instead."""
+        column = metric if metric.startswith(VALUE_PREFIXES) else METRICS_PREFIX + metric
+        failed = index.memo("failed", lambda: _failed_trials(index.trial_records()))
+        found = best_from_statistics(self._location, index.result_refs(), column, mode, failed)
+        return found if isinstance(found, StatsWinner) else None
+
+    def _best_result(
+        self, sweep_id: str, metric: str, mode: str, winner: StatsWinner
+    ) -> BestResult:
+        picked = read_row(
+            self._location, winner.part.path, winner.row, ["config_json", "metrics_json"]
+        )
         return BestResult(
             sweep_id=sweep_id,
-            trial_id=row["trial_id"],
-            iteration=row["iteration"],
+            trial_id=winner.trial_id,
+            iteration=winner.iteration,
             metric=metric,
             mode=mode,
-            value=row[column],
+            value=winner.value,
             config=json.loads(picked["config_json"]),
             metrics=json.loads(picked["metrics_json"]),
         )
 
-    def _metric_table(self, parts: list[Path], column: str) -> tuple[pa.Table, bool]:
-        """(trial_id, iteration, column, __part, __row) over all parts, deduplicated, and
-        whether any part has the column at all."""
-        schema = pa.schema(
-            [
-                ("trial_id", pa.string()),
-                ("iteration", pa.int64()),
-                (column, pa.float64()),
-                ("__part", pa.int64()),
-                ("__row", pa.int64()),
-            ]
-        )
-        tables, reported = [], False
-        for index, path in enumerate(parts):
-            table = read_part(path, ["trial_id", "iteration", column], self._on_corrupt)
-            if table is None:
-                continue
-            reported |= column in table.column_names
-            rows = table.num_rows
-            tables.append(
-                pa.table(
-                    [
-                        table.column("trial_id").cast(pa.string()),
-                        table.column("iteration").cast(pa.int64()),
-                        _numeric_values(table, column, path),
-                        pa.array(np.full(rows, index, dtype=np.int64)),
-                        pa.array(np.arange(rows, dtype=np.int64)),
-                    ],
-                    schema=schema,
-                )
-            )
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
-        return keep_last(table.combine_chunks()), reported
+
+def _metric_column(metric: str, names: set[str]) -> str | None:
+    """The column of a metric for ``best``: a prefixed name as is, else ``metrics.<name>``,
+    then ``cost.<name>``, ``signal.<name>``; ``None`` if the sweep has none of them."""
+    if metric.startswith(VALUE_PREFIXES):
+        return metric if metric in names else None
+    for prefix in VALUE_PREFIXES[:3]:
+        if prefix + metric in names:
+            return prefix + metric
+    return None
 
 
-def _numeric_values(table: pa.Table, column: str, path: Path) -> pa.ChunkedArray | pa.Array:
-    if column not in table.column_names:
-        return pa.nulls(table.num_rows, pa.float64())
-    data_type = table.schema.field(column).type
-    if not (
-        pa.types.is_floating(data_type)
-        or pa.types.is_integer(data_type)
-        or pa.types.is_null(data_type)
-    ):
-        raise ValueError(
-            f"metric {column.removeprefix(METRICS_PREFIX)!r} is not numeric in {path} "
-            f"(Arrow type {data_type})"
-        )
-    return table.column(column).cast(pa.float64())
+def _failed_trials(records: pa.Table) -> set[str]:
+    """Trials whose latest status record says ``failed`` (vectorised)."""
+    if records.num_rows == 0:
+        return set()
+    positions = records.select(["trial_id"]).append_column(
+        "__position", pa.array(np.arange(records.num_rows, dtype=np.int64))
+    )
+    latest = positions.group_by("trial_id", use_threads=False).aggregate([("__position", "max")])
+    statuses = records.column("status").take(latest.column("__position_max"))
+    failed = latest.column("trial_id").filter(pc.equal(statuses, "failed"))
+    return set(failed.to_pylist())
+
+
+def _columns(index: SweepIndex) -> list[str]:
+    return index.memo("columns", lambda: _ordered_columns(index.column_names()))
+
+
+def _ordered_columns(names: set[str]) -> list[str]:
+    names = set(names)
+    if "timestamp" in names:
+        names.add("written_at")  # older parts: read as their timestamp
+    base = RESULT_BASE_SCHEMA.names
+    return [name for name in base if name in names] + sorted(names - set(base))
 
 
 def _summary(
@@ -352,7 +521,3 @@ def _is_sweep_id(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _looks_like_sweep(path: Path) -> bool:
-    return any((path / name).exists() for name in (MANIFEST_NAME, "results", "trials"))

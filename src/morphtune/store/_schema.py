@@ -9,14 +9,25 @@ column              Arrow type   meaning
 ``trial_id``        string       the trial
 ``iteration``       int64        reported iteration (>= 0); key is (sweep_id, trial_id, it.)
 ``timestamp``       float64      unix seconds when the row was reported
+``written_at``      float64      unix seconds when the writer wrote the batch (monotonic per
+                                 writer); parts written before it existed read ``timestamp``
 ``status``          string       trial status when the row was reported (free form)
 ``config_json``     string       the trial config as strict JSON (non-finite floats -> null)
 ``metrics_json``    string       the reported metrics as strict JSON (non-finite -> null)
 ``config.<key>``    float64 or   one column per scalar config value; nested keys joined
                     string       with ``.``; int/float/bool -> float64, str -> string
-``metrics.<key>``   float64 or   same for metrics; NaN and +/-inf are kept as such here
+``metrics.<key>``   float64 or   same for every reported metric; NaN and +/-inf are kept
+                    string       as such here
+``cost.<key>``      float64 or   a copy of ``metrics.<key>`` for keys in :data:`COST_KEYS`
+                    string
+``signal.<key>``    float64 or   a copy of ``metrics.<key>`` for keys in :data:`SIGNAL_KEYS`
                     string
 ==================  ===========  ==========================================================
+
+Cost and signal columns are *copies*: a reported ``params`` is ``metrics.params`` (so
+queries by metric name, ``best(metric="params")`` and readers of ``metrics.*`` keep working)
+and also ``cost.params``. The key map classifies the full flattened name. Use
+:func:`column_for` (or ``SweepStore.column_for``) to map a reported name to its column.
 
 Trial records (``<root>/<sweep_id>/trials/part-*.parquet``), one per status change:
 ``sweep_id`` string, ``trial_id`` string, ``status`` string (one of :data:`TRIAL_STATES`),
@@ -47,11 +58,18 @@ import pyarrow as pa
 
 __all__ = [
     "CONFIG_PREFIX",
+    "COST_KEYS",
+    "COST_PREFIX",
     "METRICS_PREFIX",
     "RESULT_BASE_SCHEMA",
+    "SIGNAL_KEYS",
+    "SIGNAL_PREFIX",
     "TERMINAL_STATES",
     "TRIAL_SCHEMA",
     "TRIAL_STATES",
+    "VALUE_PREFIXES",
+    "classify_metric",
+    "column_for",
     "flatten_scalars",
     "scalar_columns",
     "to_json",
@@ -60,6 +78,42 @@ __all__ = [
 
 CONFIG_PREFIX = "config."
 METRICS_PREFIX = "metrics."
+COST_PREFIX = "cost."
+SIGNAL_PREFIX = "signal."
+VALUE_PREFIXES = (METRICS_PREFIX, COST_PREFIX, SIGNAL_PREFIX, CONFIG_PREFIX)
+
+#: Reported metric names that are a cost of the trial (copied to ``cost.<name>``).
+COST_KEYS: frozenset[str] = frozenset(
+    {
+        "params",
+        "nonzero_params",
+        "flops",
+        "train_flops",
+        "latency_ms",
+        "wall_s",
+        "time",
+        "time_total_s",
+        "device",
+    }
+)
+#: Reported metric names that are a method's own signal (copied to ``signal.<name>``).
+SIGNAL_KEYS: frozenset[str] = frozenset(
+    {
+        "width",
+        "depth",
+        "density",
+        "d_density",
+        "balance_ratio",
+        "br_skipped",
+        "stage",
+        "growth_stage",
+        "grown",
+        "mask_updates",
+        "d_updates",
+        "subnets",
+        "lr",
+    }
+)
 
 TRIAL_STATES: tuple[str, ...] = ("running", "completed", "failed", "stopped")
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
@@ -70,6 +124,7 @@ RESULT_BASE_SCHEMA = pa.schema(
         pa.field("trial_id", pa.string(), nullable=False),
         pa.field("iteration", pa.int64(), nullable=False),
         pa.field("timestamp", pa.float64(), nullable=False),
+        pa.field("written_at", pa.float64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("config_json", pa.string(), nullable=False),
         pa.field("metrics_json", pa.string(), nullable=False),
@@ -99,6 +154,37 @@ def validate_sweep_id(sweep_id: object) -> str:
     if not isinstance(sweep_id, str) or _SWEEP_ID_RE.fullmatch(sweep_id) is None:
         raise ValueError(f"sweep_id must match {_SWEEP_ID_RULE}, got {sweep_id!r}")
     return sweep_id
+
+
+def classify_metric(name: str) -> str | None:
+    """``"cost."`` or ``"signal."`` for a reported metric name in the key map, else ``None``."""
+    if name in COST_KEYS:
+        return COST_PREFIX
+    if name in SIGNAL_KEYS:
+        return SIGNAL_PREFIX
+    return None
+
+
+def column_for(name: object, columns: Iterable[str], *, where: str = "the store") -> str:
+    """The column among ``columns`` that holds the reported ``name``.
+
+    A name with a known prefix (``metrics.``, ``cost.``, ``signal.``, ``config.``) must be a
+    column as is; a bare name resolves to ``metrics.<name>``, then ``cost.<name>``,
+    ``signal.<name>``, ``config.<name>`` (the first present). Raises ``ValueError`` naming
+    ``where`` and the known names otherwise.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    present = set(columns)
+    if name.startswith(VALUE_PREFIXES):
+        candidates: tuple[str, ...] = (name,)
+    else:
+        candidates = tuple(prefix + name for prefix in VALUE_PREFIXES)
+    for candidate in candidates:
+        if candidate in present:
+            return candidate
+    known = sorted(column for column in present if column.startswith(VALUE_PREFIXES))
+    raise ValueError(f"name {name!r} is not a column of {where}; known names: {known}")
 
 
 def _scalar(value: object) -> tuple[bool, Scalar]:

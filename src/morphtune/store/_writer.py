@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -12,36 +13,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from morphtune.store._columnar import columnar_table
+from morphtune.store._compact import compact_directory
 from morphtune.store._errors import CorruptFileError
 from morphtune.store._files import (
-    atomic_write_bytes,
-    atomic_write_table,
-    concat_promoted,
-    fsync_directory,
-    keep_last,
+    keyed_part_name,
     list_parts,
     new_part_name,
     read_part,
+    write_part,
 )
+from morphtune.store._keyindex import KeyIndex
+from morphtune.store._location import LocalLocation, Location, open_location
+from morphtune.store._rows import ConfigCache, check_row, results_table
 from morphtune.store._schema import (
-    CONFIG_PREFIX,
-    METRICS_PREFIX,
     RESULT_BASE_SCHEMA,
     TRIAL_SCHEMA,
     TRIAL_STATES,
-    flatten_scalars,
-    scalar_columns,
     to_json,
     validate_sweep_id,
 )
 
-__all__ = ["MANIFEST_NAME", "OBJECTIVE_MODES", "ResultWriter", "validate_objective"]
+__all__ = [
+    "DEFAULT_COMPACT_BYTES",
+    "MANIFEST_NAME",
+    "OBJECTIVE_MODES",
+    "ResultWriter",
+    "validate_objective",
+]
 
 MANIFEST_NAME = "manifest.json"
 OBJECTIVE_MODES = ("max", "min")
-_ROW_KEYS = ("trial_id", "iteration", "status", "config", "metrics")
+#: Parts at least this large are left alone by :meth:`ResultWriter.compact`.
+DEFAULT_COMPACT_BYTES = 64 << 20
+#: ``write_trial`` compacts ``trials/`` after this many new trial parts (see ``__init__``).
+TRIAL_COMPACT_EVERY = 256
+#: Temp files older than this are a killed writer's leftovers (see ``compact``).
+STALE_TEMP_S = 3600.0
 
 
 def utc_now() -> str:
@@ -60,117 +71,160 @@ def validate_objective(objective: object) -> dict[str, str]:
     return {**objective, "metric": metric, "mode": mode}
 
 
-def _check_row(index: int, row: object) -> Mapping[str, Any]:
-    where = f"rows[{index}]"
-    if not isinstance(row, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(row).__name__}")
-    missing = [key for key in _ROW_KEYS if key not in row]
-    if missing:
-        raise ValueError(f"{where} is missing required keys {missing}")
-    trial_id, iteration, status = row["trial_id"], row["iteration"], row["status"]
-    if not isinstance(trial_id, str) or not trial_id:
-        raise ValueError(f"{where}.trial_id must be a non-empty string, got {trial_id!r}")
-    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-        raise ValueError(f"{where}.iteration must be an int >= 0, got {iteration!r}")
-    if not isinstance(status, str) or not status:
-        raise ValueError(f"{where}.status must be a non-empty string, got {status!r}")
-    for key in ("config", "metrics"):
-        if not isinstance(row[key], Mapping):
-            raise ValueError(f"{where}.{key} must be a mapping, got {type(row[key]).__name__}")
-    timestamp = row.get("timestamp")
-    if timestamp is not None and (
-        isinstance(timestamp, bool)
-        or not isinstance(timestamp, int | float)
-        or not math.isfinite(timestamp)
-    ):
-        raise ValueError(f"{where}.timestamp must be finite unix seconds, got {timestamp!r}")
-    return row
-
-
-def _read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a part, raising :class:`CorruptFileError` if it does not parse."""
-    table = read_part(path, columns, "raise")
-    if table is None:  # only with on_corrupt="warn", which the writer never uses
-        raise CorruptFileError(path, "unreadable")
-    return table
-
-
 class ResultWriter:
-    """Appends to one sweep's directory under ``root``; see :mod:`morphtune.store._schema`.
+    """Appends to one sweep under ``root`` (a path or a pyarrow filesystem URI such as
+    ``s3://bucket/prefix``); see :mod:`morphtune.store._schema` for the columns.
 
-    Result rows are deduplicated on ``(sweep_id, trial_id, iteration)``: keys already on disk
+    Result rows are deduplicated on ``(sweep_id, trial_id, iteration)``: keys already stored
     when the writer opens (a resumed sweep) or written since, and repeats within a batch, are
     dropped; the first write of a key wins. Safe to share between threads of one process;
     several processes writing one sweep at once are not deduplicated against each other (the
     reader then keeps the last written row per key).
+
+    Every ``compact_trials_every`` trial records (default 256; ``None``: never) the writer
+    compacts ``trials/``; result parts are compacted only by :meth:`compact`.
     """
 
-    def __init__(self, root: str | os.PathLike[str], sweep_id: str) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | Location,
+        sweep_id: str,
+        *,
+        compact_trials_every: int | None = TRIAL_COMPACT_EVERY,
+    ) -> None:
+        if compact_trials_every is not None and (
+            isinstance(compact_trials_every, bool)
+            or not isinstance(compact_trials_every, int)
+            or compact_trials_every < 2
+        ):
+            raise ValueError(
+                f"compact_trials_every must be an int >= 2 or None, got {compact_trials_every!r}"
+            )
+        self._compact_trials_every = compact_trials_every
+        self._trial_parts_written = 0
         self._sweep_id = validate_sweep_id(sweep_id)
-        self._directory = Path(root) / sweep_id
-        self._results = self._directory / "results"
-        self._trials = self._directory / "trials"
-        self._results.mkdir(parents=True, exist_ok=True)
-        self._trials.mkdir(parents=True, exist_ok=True)
+        self._location = open_location(root)
+        self._path = self._location.join(sweep_id)
+        self._results = self._location.join(sweep_id, "results")
+        self._trials = self._location.join(sweep_id, "trials")
+        self._location.makedirs(self._results)
+        self._location.makedirs(self._trials)
         self._lock = threading.RLock()
-        self._written: set[tuple[str, int]] = self._keys_on_disk()
+        self._stamps: dict[str, float] = {}
+        self._configs = ConfigCache()
+        self._last_written_at = 0.0
+        self._written = KeyIndex()
+        self._load_keys()
 
     @property
     def sweep_id(self) -> str:
         return self._sweep_id
 
     @property
-    def directory(self) -> Path:
-        return self._directory
+    def location(self) -> Location:
+        return self._location
 
-    def _keys_on_disk(self) -> set[tuple[str, int]]:
-        keys: set[tuple[str, int]] = set()
-        for path in list_parts(self._results):
+    @property
+    def directory(self) -> Path | str:
+        """The sweep's directory: a ``Path`` on local disk, else the filesystem path."""
+        if isinstance(self._location, LocalLocation):
+            return Path(self._path)
+        return self._path
+
+    def _load_keys(self) -> None:
+        for part in list_parts(self._location, self._results, self._stamps):
             # A corrupt part must not be silently overwritten with duplicates: raise.
-            table = _read_whole(path, ["trial_id", "iteration"])
-            if table.num_columns != 2:
-                raise CorruptFileError(path, "missing trial_id or iteration column")
-            trial_ids = table.column("trial_id").to_pylist()
-            keys.update(zip(trial_ids, table.column("iteration").to_pylist(), strict=True))
-        return keys
+            table = read_part(self._location, part.path, ["trial_id", "iteration"], "raise")
+            if table is None or table.num_columns != 2:
+                raise CorruptFileError(part.path, "missing trial_id or iteration column")
+            self._written.add_table(table)
+
+    def _next_written_at(self) -> float:
+        """Wall-clock seconds, strictly increasing per writer even if the clock steps back."""
+        now = max(time.time(), math.nextafter(self._last_written_at, math.inf))
+        self._last_written_at = now
+        return now
 
     def write_results(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Write new rows as one part file; return how many were new (0: no file)."""
-        checked = [_check_row(index, row) for index, row in enumerate(rows)]
+        """Write new rows as one part file; return how many were new (0: no file).
+
+        Every row is validated first (``ValueError`` naming ``rows[i].<field>``), so an
+        invalid batch writes nothing.
+        """
+        keys = [check_row(index, row) for index, row in enumerate(rows)]
         with self._lock:
             fresh: dict[tuple[str, int], Mapping[str, Any]] = {}
-            for row in checked:
-                key = (row["trial_id"], row["iteration"])
-                if key not in self._written and key not in fresh:
+            contains = self._written.contains
+            for key, row in zip(keys, rows, strict=True):
+                if key not in fresh and not contains(*key):
                     fresh[key] = row
             if not fresh:
                 return 0
-            table = self._results_table(list(fresh.values()))
-            atomic_write_table(self._results / new_part_name(), table)
-            self._written.update(fresh)
+            written_at = self._next_written_at()
+            table = results_table(list(fresh.values()), self._sweep_id, written_at, self._configs)
+            self._write(self._results, table, written_at, list(fresh))
+            for trial_id, iteration in fresh:
+                self._written.add(trial_id, iteration)
             return len(fresh)
 
-    def _results_table(self, rows: list[Mapping[str, Any]]) -> pa.Table:
-        now = time.time()
-        base = {
-            "sweep_id": [self._sweep_id] * len(rows),
-            "trial_id": [row["trial_id"] for row in rows],
-            "iteration": [row["iteration"] for row in rows],
-            "timestamp": [
-                now if row.get("timestamp") is None else float(row["timestamp"]) for row in rows
-            ],
-            "status": [row["status"] for row in rows],
-            "config_json": [to_json(row["config"], field="config") for row in rows],
-            "metrics_json": [to_json(row["metrics"], field="metrics") for row in rows],
-        }
-        columns = {
-            name: pa.array(values, type=RESULT_BASE_SCHEMA.field(name).type)
-            for name, values in base.items()
-        }
-        for key, prefix in (("config", CONFIG_PREFIX), ("metrics", METRICS_PREFIX)):
-            flat = [flatten_scalars(row[key], field=key) for row in rows]
-            columns.update(scalar_columns(flat, prefix))
-        return pa.table(columns)
+    def write_columns(
+        self,
+        trial_id: Sequence[str] | pa.Array | np.ndarray,
+        iteration: Sequence[int] | pa.Array | np.ndarray,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        status: str | Sequence[str] = "running",
+        timestamp: float | Sequence[float] | None = None,
+    ) -> int:
+        """Write a batch given column-wise, as one part; return how many rows were new.
+
+        The bulk-ingest path: ``trial_id`` and ``iteration`` are sequences of one value per
+        row; ``metrics`` and ``config`` map *flattened* names (``"model.width"``) to a
+        sequence of numbers or strings each (lists, numpy or Arrow arrays; ``None`` for a
+        missing value); ``status`` and ``timestamp`` are one value for all rows or one per
+        row (``timestamp=None``: the write time). Deduplicated like :meth:`write_results`
+        (first write of a key wins). The stored columns equal the row path's; the JSON
+        columns differ only as :mod:`morphtune.store._columnar` documents.
+        """
+        with self._lock:
+            written_at = self._next_written_at()
+            table = columnar_table(
+                trial_id,
+                iteration,
+                metrics=metrics,
+                config=config,
+                status=status,
+                timestamp=timestamp,
+                sweep_id=self._sweep_id,
+                written_at=written_at,
+            )
+            contains = self._written.contains
+            fresh: dict[tuple[str, int], int] = {}
+            trial_ids = table.column("trial_id").to_pylist()
+            iterations = table.column("iteration").to_pylist()
+            for position, key in enumerate(zip(trial_ids, iterations, strict=True)):
+                if key not in fresh and not contains(*key):
+                    fresh[key] = position
+            if not fresh:
+                return 0
+            if len(fresh) < table.num_rows:
+                table = table.take(pa.array(list(fresh.values()), type=pa.int64()))
+            self._write(self._results, table, written_at, list(fresh))
+            for key in fresh:
+                self._written.add(*key)
+            return len(fresh)
+
+    def _write(
+        self, directory: str, table: pa.Table, stamp: float, keys: list[tuple[str, int]]
+    ) -> None:
+        if self._location.atomic_rename:
+            name = new_part_name()
+        else:  # an object store: a replayed batch must land on the same object
+            name = keyed_part_name(
+                self._sweep_id, (key[0] for key in keys), (key[1] for key in keys)
+            )
+        write_part(self._location, f"{directory}/{name}", table, stamp)
 
     def write_trial(
         self,
@@ -194,45 +248,85 @@ class ResultWriter:
             isinstance(last_iteration, bool) or not isinstance(last_iteration, int)
         ):
             raise ValueError(f"last_iteration must be an int or None, got {last_iteration!r}")
-        record = {
-            "sweep_id": [self._sweep_id],
-            "trial_id": [trial_id],
-            "status": [status],
-            "timestamp": [time.time()],
-            "config_json": [to_json(config, field="config")],
-            "error": [error],
-            "last_iteration": [last_iteration],
-        }
-        table = pa.table(record, schema=TRIAL_SCHEMA)
+        config_json = to_json(config, field="config")
         with self._lock:
-            atomic_write_table(self._trials / new_part_name(), table)
-
-    def compact(self) -> int:
-        """Merge the parts of ``results/`` (one row per key, the last written) and of
-        ``trials/`` into one new part each; return how many part files were removed.
-
-        Readers stay correct throughout: the merged part is written atomically before the old
-        parts are deleted, and repeated rows resolve to the same values. A part that another
-        process renames into place while this runs is left alone.
-        """
-        removed = 0
-        with self._lock:
-            for directory, base, dedupe in (
-                (self._results, RESULT_BASE_SCHEMA, True),
-                (self._trials, TRIAL_SCHEMA, False),
-            ):
-                parts = list_parts(directory)
-                if len(parts) < 2:
-                    continue
-                merged = concat_promoted([_read_whole(path) for path in parts], base)
-                atomic_write_table(
-                    directory / new_part_name(), keep_last(merged) if dedupe else merged
+            stamp = self._next_written_at()
+            record = {
+                "sweep_id": [self._sweep_id],
+                "trial_id": [trial_id],
+                "status": [status],
+                "timestamp": [stamp],
+                "config_json": [config_json],
+                "error": [error],
+                "last_iteration": [last_iteration],
+            }
+            table = pa.table(record, schema=TRIAL_SCHEMA)
+            if self._location.atomic_rename:
+                name = new_part_name()
+            else:  # same record again (a replay): same object, now ordered as the newest
+                content = json.dumps([self._sweep_id, trial_id, status, error, last_iteration])
+                digest = hashlib.sha256(f"{content}\0{config_json}".encode()).hexdigest()[:32]
+                name = f"part-{digest}.parquet"
+            write_part(self._location, f"{self._trials}/{name}", table, stamp)
+            self._trial_parts_written += 1
+            every = self._compact_trials_every
+            if every is not None and self._trial_parts_written >= every:
+                # one small part per status change adds up (two per trial): merge them so
+                # readers open a few files, not thousands; records are tiny, this is cheap
+                self._trial_parts_written = 0
+                compact_directory(
+                    self._location,
+                    self._trials,
+                    TRIAL_SCHEMA,
+                    "records",
+                    DEFAULT_COMPACT_BYTES,
+                    self._stamps,
                 )
-                for path in parts:
-                    path.unlink()
-                fsync_directory(directory)
-                removed += len(parts)
-        return removed
+
+    def compact(self, *, max_part_bytes: int = DEFAULT_COMPACT_BYTES) -> int:
+        """Merge each run of consecutive small parts (under ``max_part_bytes``) of
+        ``results/`` (one row per key, the last written) and of ``trials/`` into one new part;
+        return how many part files were removed. On local disk, also removes temp files
+        that killed writers left more than an hour ago.
+
+        Crash-safe and invisible to readers: the merged part is written whole (and, on local
+        disk, fsynced) before the parts it replaces are deleted, it sorts where the newest of
+        them did, and until they are gone the reader resolves the repeated rows to the same
+        values. A part written by another process while this runs is left alone.
+        """
+        if isinstance(max_part_bytes, bool) or not isinstance(max_part_bytes, int):
+            raise ValueError(f"max_part_bytes must be an int, got {max_part_bytes!r}")
+        with self._lock:
+            removed = compact_directory(
+                self._location,
+                self._results,
+                RESULT_BASE_SCHEMA,
+                "keys",
+                max_part_bytes,
+                self._stamps,
+            )
+            removed += compact_directory(
+                self._location,
+                self._trials,
+                TRIAL_SCHEMA,
+                "records",
+                max_part_bytes,
+                self._stamps,
+            )
+            if isinstance(self._location, LocalLocation):
+                self.remove_stale_temp_files(STALE_TEMP_S)
+            return removed
+
+    def remove_stale_temp_files(self, min_age_s: float = STALE_TEMP_S) -> int:
+        """Remove temp files (``.*.tmp``) at least ``min_age_s`` old that killed writers left
+        in this sweep (local disk only; object stores have none). Pass 0 only when no other
+        process writes the sweep. Returns how many were removed."""
+        if not isinstance(self._location, LocalLocation):
+            return 0
+        return sum(
+            self._location.remove_stale_temp_files(directory, min_age_s)
+            for directory in (self._path, self._results, self._trials)
+        )
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Replace ``manifest.json`` atomically.
@@ -257,19 +351,22 @@ class ResultWriter:
         content.setdefault("spec", {})
         content.setdefault("created", utc_now())
         content["updated"] = utc_now()
-        text = to_json(content, field="manifest", indent=2) + "\n"
+        data = (to_json(content, field="manifest", indent=2) + "\n").encode()
         with self._lock:
-            atomic_write_bytes(self._directory / MANIFEST_NAME, text.encode())
+            self._location.write_whole(
+                self._location.join(self._sweep_id, MANIFEST_NAME), lambda out: out.write(data)
+            )
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the manifest (top level) and write it; return the result."""
-        path = self._directory / MANIFEST_NAME
+        path = self._location.join(self._sweep_id, MANIFEST_NAME)
         with self._lock:
             current: dict[str, Any] = {}
-            if path.is_file():
+            if self._location.stat(path) is not None:
                 try:
-                    current = json.loads(path.read_text())
+                    current = json.loads(self._location.read_bytes(path))
                 except (OSError, ValueError) as error:
                     raise CorruptFileError(path, str(error)) from error
             self.write_manifest({**current, **fields})
-            return json.loads(path.read_text())
+            result: dict[str, Any] = json.loads(self._location.read_bytes(path))
+            return result

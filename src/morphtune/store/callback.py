@@ -67,7 +67,9 @@ class StoreCallback(Callback):
         *,
         checkpoints: bool = False,
     ) -> None:
-        self.root, self.sweep_id = Path(root), sweep_id
+        # kept as given: a results URI (s3://bucket/prefix) must not become a local path
+        self.root: str | Path = root
+        self.sweep_id = sweep_id
         self._writer: ResultWriter | None = None
         self.spec = spec
         self.flush_interval_s = flush_interval_s

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$morphtune/service/v1/morphtune.proto\x12\x0cmorphtune.v1\"\x13\n\x11ListSweepsRequest\"\'\n\x12ListSweepsResponse\x12\x11\n\tsweep_ids\x18\x01 \x03(\t\"#\n\x0fGetSweepRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\")\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\xfb\x01\n\x05Sweep\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12*\n\tobjective\x18\x04 \x01(\x0b\x32\x17.morphtune.v1.Objective\x12\x0f\n\x07\x63reated\x18\x05 \x01(\t\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\x12:\n\x0ctrial_counts\x18\x07 \x03(\x0b\x32$.morphtune.v1.Sweep.TrialCountsEntry\x1a\x32\n\x10TrialCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"U\n\x14GetBestConfigRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\"\xed\x01\n\nBestConfig\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\x03\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x36\n\x07metrics\x18\x08 \x03(\x0b\x32%.morphtune.v1.BestConfig.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xee\x01\n\x0cSweepService\x12O\n\nListSweeps\x12\x1f.morphtune.v1.ListSweepsRequest\x1a .morphtune.v1.ListSweepsResponse\x12>\n\x08GetSweep\x12\x1d.morphtune.v1.GetSweepRequest\x1a\x13.morphtune.v1.Sweep\x12M\n\rGetBestConfig\x12\".morphtune.v1.GetBestConfigRequest\x1a\x18.morphtune.v1.BestConfigb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$morphtune/service/v1/morphtune.proto\x12\x0cmorphtune.v1\"\x13\n\x11ListSweepsRequest\"\'\n\x12ListSweepsResponse\x12\x11\n\tsweep_ids\x18\x01 \x03(\t\"#\n\x0fGetSweepRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\")\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\xfb\x01\n\x05Sweep\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12*\n\tobjective\x18\x04 \x01(\x0b\x32\x17.morphtune.v1.Objective\x12\x0f\n\x07\x63reated\x18\x05 \x01(\t\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\x12:\n\x0ctrial_counts\x18\x07 \x03(\x0b\x32$.morphtune.v1.Sweep.TrialCountsEntry\x1a\x32\n\x10TrialCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x83\x01\n\x14GetBestConfigRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12,\n\x0b\x63onstraints\x18\x05 \x03(\x0b\x32\x17.morphtune.v1.Condition\"\xed\x01\n\nBestConfig\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\x03\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x36\n\x07metrics\x18\x08 \x03(\x0b\x32%.morphtune.v1.BestConfig.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"r\n\tCondition\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\x10\n\x06number\x18\x03 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12\x0f\n\x07numbers\x18\x05 \x03(\x01\x12\r\n\x05texts\x18\x06 \x03(\tB\x07\n\x05value\"\xfb\x02\n\tResultRow\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\x03\x12\x11\n\ttimestamp\x18\x04 \x01(\x01\x12\x12\n\nwritten_at\x18\x05 \x01(\x01\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\t\x12\x14\n\x0cmetrics_json\x18\t \x01(\t\x12\x35\n\x07numbers\x18\n \x03(\x0b\x32$.morphtune.v1.ResultRow.NumbersEntry\x12\x31\n\x05texts\x18\x0b \x03(\x0b\x32\".morphtune.v1.ResultRow.TextsEntry\x1a.\n\x0cNumbersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nTextsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\x11ListTrialsRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\'\n\x06\x66ilter\x18\x02 \x03(\x0b\x32\x17.morphtune.v1.Condition\x12\x10\n\x08order_by\x18\x03 \x01(\t\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\"h\n\x12ListTrialsResponse\x12%\n\x04rows\x18\x01 \x03(\x0b\x32\x17.morphtune.v1.ResultRow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\xa6\x01\n\x15GetParetoFrontRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12+\n\nobjectives\x18\x02 \x03(\x0b\x32\x17.morphtune.v1.Objective\x12\r\n\x05scope\x18\x03 \x01(\t\x12,\n\x0b\x63onstraints\x18\x04 \x03(\x0b\x32\x17.morphtune.v1.Condition\x12\x11\n\treference\x18\x05 \x03(\x01\"\xc0\x01\n\x0bParetoPoint\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x37\n\x07metrics\x18\x05 \x03(\x0b\x32&.morphtune.v1.ParetoPoint.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb3\x01\n\x0bParetoFront\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12+\n\nobjectives\x18\x02 \x03(\x0b\x32\x17.morphtune.v1.Objective\x12)\n\x06points\x18\x03 \x03(\x0b\x32\x19.morphtune.v1.ParetoPoint\x12\x11\n\treference\x18\x04 \x03(\x01\x12\x13\n\x0bhypervolume\x18\x05 \x01(\x01\x12\x12\n\ncandidates\x18\x06 \x01(\x03\"_\n\x11WatchSweepRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x10\n\x08trial_id\x18\x03 \x01(\t\x12\x10\n\x08\x66rom_end\x18\x04 \x01(\x08\"P\n\x12WatchSweepResponse\x12$\n\x03row\x18\x01 \x01(\x0b\x32\x17.morphtune.v1.ResultRow\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"9\n\x12SubmitSweepRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x10\n\x08sweep_id\x18\x02 \x01(\t\"G\n\x13SubmitSweepResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sweep_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\"$\n\x12\x43\x61ncelSweepRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"F\n\x13\x43\x61ncelSweepResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07stopped\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\t2\x8c\x05\n\x0cSweepService\x12O\n\nListSweeps\x12\x1f.morphtune.v1.ListSweepsRequest\x1a .morphtune.v1.ListSweepsResponse\x12>\n\x08GetSweep\x12\x1d.morphtune.v1.GetSweepRequest\x1a\x13.morphtune.v1.Sweep\x12M\n\rGetBestConfig\x12\".morphtune.v1.GetBestConfigRequest\x1a\x18.morphtune.v1.BestConfig\x12O\n\nListTrials\x12\x1f.morphtune.v1.ListTrialsRequest\x1a .morphtune.v1.ListTrialsResponse\x12P\n\x0eGetParetoFront\x12#.morphtune.v1.GetParetoFrontRequest\x1a\x19.morphtune.v1.ParetoFront\x12Q\n\nWatchSweep\x12\x1f.morphtune.v1.WatchSweepRequest\x1a .morphtune.v1.WatchSweepResponse0\x01\x12R\n\x0bSubmitSweep\x12 .morphtune.v1.SubmitSweepRequest\x1a!.morphtune.v1.SubmitSweepResponse\x12R\n\x0b\x43\x61ncelSweep\x12 .morphtune.v1.CancelSweepRequest\x1a!.morphtune.v1.CancelSweepResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWEEP_TRIALCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_BESTCONFIG_METRICSENTRY']._loaded_options = None
   _globals['_BESTCONFIG_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_RESULTROW_NUMBERSENTRY']._loaded_options = None
+  _globals['_RESULTROW_NUMBERSENTRY']._serialized_options = b'8\001'
+  _globals['_RESULTROW_TEXTSENTRY']._loaded_options = None
+  _globals['_RESULTROW_TEXTSENTRY']._serialized_options = b'8\001'
+  _globals['_PARETOPOINT_METRICSENTRY']._loaded_options = None
+  _globals['_PARETOPOINT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_LISTSWEEPSREQUEST']._serialized_start=54
   _globals['_LISTSWEEPSREQUEST']._serialized_end=73
   _globals['_LISTSWEEPSRESPONSE']._serialized_start=75
@@ -47,12 +53,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWEEP']._serialized_end=448
   _globals['_SWEEP_TRIALCOUNTSENTRY']._serialized_start=398
   _globals['_SWEEP_TRIALCOUNTSENTRY']._serialized_end=448
-  _globals['_GETBESTCONFIGREQUEST']._serialized_start=450
-  _globals['_GETBESTCONFIGREQUEST']._serialized_end=535
-  _globals['_BESTCONFIG']._serialized_start=538
-  _globals['_BESTCONFIG']._serialized_end=775
-  _globals['_BESTCONFIG_METRICSENTRY']._serialized_start=729
-  _globals['_BESTCONFIG_METRICSENTRY']._serialized_end=775
-  _globals['_SWEEPSERVICE']._serialized_start=778
-  _globals['_SWEEPSERVICE']._serialized_end=1016
+  _globals['_GETBESTCONFIGREQUEST']._serialized_start=451
+  _globals['_GETBESTCONFIGREQUEST']._serialized_end=582
+  _globals['_BESTCONFIG']._serialized_start=585
+  _globals['_BESTCONFIG']._serialized_end=822
+  _globals['_BESTCONFIG_METRICSENTRY']._serialized_start=776
+  _globals['_BESTCONFIG_METRICSENTRY']._serialized_end=822
+  _globals['_CONDITION']._serialized_start=824
+  _globals['_CONDITION']._serialized_end=938
+  _globals['_RESULTROW']._serialized_start=941
+  _globals['_RESULTROW']._serialized_end=1320
+  _globals['_RESULTROW_NUMBERSENTRY']._serialized_start=1228
+  _globals['_RESULTROW_NUMBERSENTRY']._serialized_end=1274
+  _globals['_RESULTROW_TEXTSENTRY']._serialized_start=1276
+  _globals['_RESULTROW_TEXTSENTRY']._serialized_end=1320
+  _globals['_LISTTRIALSREQUEST']._serialized_start=1323
+  _globals['_LISTTRIALSREQUEST']._serialized_end=1493
+  _globals['_LISTTRIALSRESPONSE']._serialized_start=1495
+  _globals['_LISTTRIALSRESPONSE']._serialized_end=1599
+  _globals['_GETPARETOFRONTREQUEST']._serialized_start=1602
+  _globals['_GETPARETOFRONTREQUEST']._serialized_end=1768
+  _globals['_PARETOPOINT']._serialized_start=1771
+  _globals['_PARETOPOINT']._serialized_end=1963
+  _globals['_PARETOPOINT_METRICSENTRY']._serialized_start=776
+  _globals['_PARETOPOINT_METRICSENTRY']._serialized_end=822
+  _globals['_PARETOFRONT']._serialized_start=1966
+  _globals['_PARETOFRONT']._serialized_end=2145
+  _globals['_WATCHSWEEPREQUEST']._serialized_start=2147
+  _globals['_WATCHSWEEPREQUEST']._serialized_end=2242
+  _globals['_WATCHSWEEPRESPONSE']._serialized_start=2244
+  _globals['_WATCHSWEEPRESPONSE']._serialized_end=2324
+  _globals['_SUBMITSWEEPREQUEST']._serialized_start=2326
+  _globals['_SUBMITSWEEPREQUEST']._serialized_end=2383
+  _globals['_SUBMITSWEEPRESPONSE']._serialized_start=2385
+  _globals['_SUBMITSWEEPRESPONSE']._serialized_end=2456
+  _globals['_CANCELSWEEPREQUEST']._serialized_start=2458
+  _globals['_CANCELSWEEPREQUEST']._serialized_end=2494
+  _globals['_CANCELSWEEPRESPONSE']._serialized_start=2496
+  _globals['_CANCELSWEEPRESPONSE']._serialized_end=2566
+  _globals['_SWEEPSERVICE']._serialized_start=2569
+  _globals['_SWEEPSERVICE']._serialized_end=3221
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,31 @@ class SweepServiceStub:
                 request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetBestConfigRequest.SerializeToString,
                 response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.BestConfig.FromString,
                 _registered_method=True)
+        self.ListTrials = channel.unary_unary(
+                '/morphtune.v1.SweepService/ListTrials',
+                request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsRequest.SerializeToString,
+                response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsResponse.FromString,
+                _registered_method=True)
+        self.GetParetoFront = channel.unary_unary(
+                '/morphtune.v1.SweepService/GetParetoFront',
+                request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetParetoFrontRequest.SerializeToString,
+                response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ParetoFront.FromString,
+                _registered_method=True)
+        self.WatchSweep = channel.unary_stream(
+                '/morphtune.v1.SweepService/WatchSweep',
+                request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepRequest.SerializeToString,
+                response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepResponse.FromString,
+                _registered_method=True)
+        self.SubmitSweep = channel.unary_unary(
+                '/morphtune.v1.SweepService/SubmitSweep',
+                request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepRequest.SerializeToString,
+                response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepResponse.FromString,
+                _registered_method=True)
+        self.CancelSweep = channel.unary_unary(
+                '/morphtune.v1.SweepService/CancelSweep',
+                request_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepRequest.SerializeToString,
+                response_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepResponse.FromString,
+                _registered_method=True)
 
 
 class SweepServiceServicer:
@@ -80,6 +105,48 @@ class SweepServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrials(self, request, context):
+        """Result rows of a sweep (each trial's last report, or every report), filtered, ordered
+        and paged. Errors: INVALID_ARGUMENT (a bad field, naming it), NOT_FOUND, DATA_LOSS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParetoFront(self, request, context):
+        """The trials no other trial dominates on 2 to 4 objectives, and their hypervolume.
+        Errors: as GetBestConfig.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSweep(self, request, context):
+        """Result rows as they are written, oldest first; resumable from any message's token.
+        The stream ends only when the client cancels or the server shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitSweep(self, request, context):
+        """Validate a sweep spec and submit `morphtune run` on it to the Ray Jobs API.
+        Errors: INVALID_ARGUMENT (the spec's problems with field paths), ALREADY_EXISTS (the sweep
+        id is in the store), FAILED_PRECONDITION (no Ray cluster configured),
+        UNAVAILABLE (the Ray Jobs API cannot be reached or refused the job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSweep(self, request, context):
+        """Stop a submitted sweep's Ray job. Errors: NOT_FOUND (no such job), FAILED_PRECONDITION,
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SweepServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +164,31 @@ def add_SweepServiceServicer_to_server(servicer, server):
                     servicer.GetBestConfig,
                     request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetBestConfigRequest.FromString,
                     response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.BestConfig.SerializeToString,
+            ),
+            'ListTrials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrials,
+                    request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsRequest.FromString,
+                    response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsResponse.SerializeToString,
+            ),
+            'GetParetoFront': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParetoFront,
+                    request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetParetoFrontRequest.FromString,
+                    response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.ParetoFront.SerializeToString,
+            ),
+            'WatchSweep': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSweep,
+                    request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepRequest.FromString,
+                    response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepResponse.SerializeToString,
+            ),
+            'SubmitSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitSweep,
+                    request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepRequest.FromString,
+                    response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepResponse.SerializeToString,
+            ),
+            'CancelSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSweep,
+                    request_deserializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepRequest.FromString,
+                    response_serializer=morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +273,141 @@ class SweepService:
             '/morphtune.v1.SweepService/GetBestConfig',
             morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetBestConfigRequest.SerializeToString,
             morphtune_dot_service_dot_v1_dot_morphtune__pb2.BestConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphtune.v1.SweepService/ListTrials',
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsRequest.SerializeToString,
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.ListTrialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParetoFront(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphtune.v1.SweepService/GetParetoFront',
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.GetParetoFrontRequest.SerializeToString,
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.ParetoFront.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/morphtune.v1.SweepService/WatchSweep',
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepRequest.SerializeToString,
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.WatchSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphtune.v1.SweepService/SubmitSweep',
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepRequest.SerializeToString,
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.SubmitSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphtune.v1.SweepService/CancelSweep',
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepRequest.SerializeToString,
+            morphtune_dot_service_dot_v1_dot_morphtune__pb2.CancelSweepResponse.FromString,
             options,
             channel_credentials,
             insecure,
