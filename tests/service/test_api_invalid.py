@@ -301,3 +301,18 @@ def test_random_bytes_leave_the_server_healthy(target: str) -> None:
         best = stub.GetBestConfig(pb.GetBestConfigRequest(sweep_id=SWEEP), timeout=10)
         assert best.metric == "acc" and best.trial_id
         assert stub.ListSweeps(pb.ListSweepsRequest(), timeout=10).sweep_ids == [SWEEP]
+
+
+@pytest.mark.parametrize("method", ["GetSweep", "GetBestConfig", "ListTrials"])
+def test_a_huge_invalid_value_is_still_invalid_argument_naming_its_field(
+    target: str, method: str
+) -> None:
+    # the error echoes the value: uncut, 32 KiB of it would overflow the status trailer
+    request = getattr(pb, f"{method}Request")(sweep_id="x" * 32768 + "/")
+    with grpc.insecure_channel(target) as channel:
+        stub = morphtune_pb2_grpc.SweepServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            _call(stub, method, request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sweep_id" in raised.value.details()
+    assert len(raised.value.details()) <= 1024

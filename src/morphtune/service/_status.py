@@ -107,7 +107,20 @@ def answering_errors(
             code, details = status_for(error)
             if code == grpc.StatusCode.INTERNAL:
                 _LOGGER.exception("%s failed", method.__name__)
-        context.abort(code, details)
+        context.abort(code, clip_details(details))
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
+
+
+#: Status details travel in a trailer, which gRPC caps at its header size (8 KiB by default):
+#: a message echoing a huge field value would turn the answer into RESOURCE_EXHAUSTED.
+MAX_DETAILS_CHARS = 1024
+
+
+def clip_details(details: str, limit: int = MAX_DETAILS_CHARS) -> str:
+    """``details`` cut to ``limit`` characters, saying how much was cut (messages name
+    their field first, so the field survives the cut)."""
+    if len(details) <= limit:
+        return details
+    return f"{details[: limit - 40]}... ({len(details) - limit + 40} characters cut)"
