@@ -25,7 +25,7 @@ during a window. The server process freezes its startup heap out of the cyclic G
 
 Goal (issue #7): QPS >= 0.85x the echo server's and p99 <= 1.25x, at 16 and at 64 in flight.
 
-    .venv/bin/python benchmarks/grpc_qps.py [--quick] [--engine thread|aio] [--no-pin]
+    .venv/bin/python benchmarks/grpc_qps.py [--quick] [--no-pin]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def build_store(cache_dir: Path, rows: int) -> tuple[Path, str]:
 # -- servers (each in its own process) -------------------------------------------------------
 
 
-def _serve_ours(store: str, engine: str, cpu: int | None, conn: Connection) -> None:
+def _serve_ours(store: str, cpu: int | None, conn: Connection) -> None:
     _pin(cpu)
     from prometheus_client import CollectorRegistry
 
@@ -121,27 +121,13 @@ def _serve_ours(store: str, engine: str, cpu: int | None, conn: Connection) -> N
         "metrics_registry": CollectorRegistry(),
         "max_concurrent": DEFAULT_MAX_CONCURRENT,
     }
-    if engine == "thread":
-        server, port = make_server(store, **options)
-        server.start()
-        gc.collect()  # as serve() does once started
-        gc.freeze()
-        conn.send(port)
-        conn.recv()
-        server.stop(grace=None)
-        return
-    from morphtune.service import build_aio_server
-
-    async def run() -> None:
-        built = await build_aio_server(store, **options)
-        await built.server.start()
-        gc.collect()
-        gc.freeze()
-        conn.send(built.port)
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        await built.server.stop(None)
-
-    asyncio.run(run())
+    server, port = make_server(store, **options)
+    server.start()
+    gc.collect()  # as serve() does once started
+    gc.freeze()
+    conn.send(port)
+    conn.recv()
+    server.stop(grace=None)
 
 
 def _serve_echo(cpu: int | None, conn: Connection) -> None:
@@ -323,7 +309,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, help="one window (default 2; quick 1)")
     parser.add_argument("--rounds", type=int, help="window pairs per level (default 10; quick 4)")
-    parser.add_argument("--engine", choices=["thread", "aio"], default="thread")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--cache-dir",
@@ -340,7 +325,7 @@ def main() -> None:
     print(f"P4 gRPC QPS: GetBestConfig, {args.rows:,}-row store, vs a bare grpc.aio echo server")
     root, how = build_store(args.cache_dir, args.rows)
     print(how)
-    ours, ours_conn, ours_port = _start(_serve_ours, str(root), args.engine, server_cpu)
+    ours, ours_conn, ours_port = _start(_serve_ours, str(root), server_cpu)
     echo, echo_conn, echo_port = _start(_serve_echo, server_cpu)
     load_parent, load_child = multiprocessing.get_context("spawn").Pipe()
     load = multiprocessing.get_context("spawn").Process(
@@ -356,7 +341,7 @@ def main() -> None:
             "echo": (f"127.0.0.1:{echo_port}", ECHO_METHOD, bearer, echo.pid or 0),
         }
         print(
-            f"engine {args.engine}; {rounds} rounds of one {seconds:g} s window per server "
+            f"{rounds} rounds of one {seconds:g} s window per server "
             f"(order alternating) per level; load from a separate grpc.aio process; "
             + ("both servers pinned to CPU 0, load to CPU 1" if pin else "no CPU pinning")
             + f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
@@ -384,10 +369,10 @@ def main() -> None:
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
-    report(levels, args.engine)
+    report(levels)
 
 
-def report(levels: list[Level], engine: str) -> None:
+def report(levels: list[Level]) -> None:
     print(
         f"{'in flight':>9} | {'ours QPS':>9} {'p99 ms':>7} {'CPU us':>6} | {'echo QPS':>9} "
         f"{'p99 ms':>7} {'CPU us':>6} | {'QPS ratio':>9} {'p99 ratio':>9} | errors"
@@ -421,7 +406,7 @@ def report(levels: list[Level], engine: str) -> None:
             f"goal=<={GOAL_P99_RATIO} {verdict}"
         )
     print(
-        f"engine {engine}; QPS ratio: median over rounds of ours/echo in adjacent windows; "
+        "QPS ratio: median over rounds of ours/echo in adjacent windows; "
         "p99 ratio: of the p99s over all of each server's windows (QPS, p99 and CPU us, "
         "server CPU per call, pool every window)"
     )

@@ -63,12 +63,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds calls in flight get to finish after SIGTERM (default 5)",
     )
     parser.add_argument(
-        "--engine",
-        choices=["thread", "aio"],
-        default="thread",
-        help="thread: thread-pool server (default); aio: asyncio server, cached answers inline",
-    )
-    parser.add_argument(
         "--ray-address",
         help="Ray dashboard address for SubmitSweep/CancelSweep, e.g. http://127.0.0.1:8265",
     )
@@ -108,7 +102,6 @@ def run_serve(args: argparse.Namespace, store_root: str) -> int:
             max_message_bytes=args.max_message_bytes,
             max_concurrent=args.max_concurrent or None,
             ray_address=args.ray_address,
-            engine=args.engine,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

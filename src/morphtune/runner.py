@@ -210,13 +210,14 @@ def _tuner_configs(
     root: Path,
     sweep_id: str,
     trial_fn: TrialFunction | None,
+    writer: ResultWriter,
 ) -> tuple[tune.TuneConfig, tune.RunConfig]:
     in_process = spec.resources.in_process
     scheduler = make_scheduler(spec)
     callbacks: list[Any] = [
         StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None)
     ]
-    callbacks.append(_SearchSummaryCallback(ResultWriter(root, sweep_id), searcher, scheduler))
+    callbacks.append(_SearchSummaryCallback(writer, searcher, scheduler))
     state_callback = getattr(scheduler, "state_callback", None)
     if callable(state_callback):
         # Tune restores a scheduler from the pickle made when the run began; MO-ASHA's
@@ -384,7 +385,7 @@ def run_sweep(
         searcher = None if population else make_searcher(spec, url)
         warm = _warm_start(spec, searcher, root) if searcher is not None else 0
         tune_config, run_config = _tuner_configs(
-            spec, searcher, directory, root, sweep_id, trial_fn
+            spec, searcher, directory, root, sweep_id, trial_fn, writer
         )
         tuner = tune.Tuner(
             make_trainable(spec, storage_path=str(directory / "train"), trial_fn=trial_fn),

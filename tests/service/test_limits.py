@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from morphtune.service import SERVICE_NAME
 from morphtune.service.v1 import morphtune_pb2, morphtune_pb2_grpc
 from morphtune.store import ResultWriter
-from tests.service.engines import ENGINES, RunningServer, running_server
 from tests.service.processes import server_process
+from tests.service.servers import RunningServer, running_server
 from tests.store.sweeps import ACC, SWEEP, write_demo_sweep
 
 ROWS = sum(len(values) for values in ACC.values())  # result rows of the demo sweep
@@ -57,13 +57,11 @@ def limits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def capped_server(
-    request: pytest.FixtureRequest, limits_root: Path
-) -> Iterator[tuple[RunningServer, CollectorRegistry]]:
+@pytest.fixture(scope="module")
+def capped_server(limits_root: Path) -> Iterator[tuple[RunningServer, CollectorRegistry]]:
     registry = CollectorRegistry()
     options = {"max_message_bytes": LIMIT, "max_concurrent": 2, "metrics_registry": registry}
-    with running_server(request.param, limits_root, **options) as server:
+    with running_server(limits_root, **options) as server:
         yield server, registry
 
 
@@ -120,13 +118,12 @@ def test_oversize_response_is_resource_exhausted(channel: grpc.Channel) -> None:
     assert "big-manifest" in stub.ListSweeps(morphtune_pb2.ListSweepsRequest(), timeout=5).sweep_ids
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_message_limit_is_validated(limits_root: Path, engine: str) -> None:
+def test_message_limit_is_validated(limits_root: Path) -> None:
     with pytest.raises(ValueError, match="max_message_bytes must be >= 1024, got 10"):
-        with running_server(engine, limits_root, max_message_bytes=10):
+        with running_server(limits_root, max_message_bytes=10):
             pass
     with pytest.raises(ValueError, match="max_concurrent must be >= 1, got 0"):
-        with running_server(engine, limits_root, max_concurrent=0):
+        with running_server(limits_root, max_concurrent=0):
             pass
 
 
@@ -181,7 +178,7 @@ def test_calls_over_the_cap_are_resource_exhausted(
     assert _code(lambda: next(third)) == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[call-overload]
     health = health_pb2_grpc.HealthStub(channel)  # probes are exempt
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
-    _eventually(  # the aio engine counts just after the status is sent
+    _eventually(  # counted just after the status is sent
         lambda: _handled(registry, "GetSweep", "RESOURCE_EXHAUSTED") == before + 1,
         "the refusal counted as RESOURCE_EXHAUSTED",
     )
@@ -191,8 +188,7 @@ def test_calls_over_the_cap_are_resource_exhausted(
     streams[1].cancel()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_health_watches_hold_no_worker_thread(limits_root: Path, engine: str) -> None:
+def test_health_watches_hold_no_worker_thread(limits_root: Path) -> None:
     # Every interceptor on: none may turn the callback-driven Watch into a blocking one.
     options = {
         "max_workers": 2,
@@ -200,7 +196,7 @@ def test_health_watches_hold_no_worker_thread(limits_root: Path, engine: str) ->
         "tokens": ["watch-test-token-0123456789"],
         "max_concurrent": 1,
     }
-    with running_server(engine, limits_root, **options) as server:
+    with running_server(limits_root, **options) as server:
         with grpc.insecure_channel(server.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=20) for _ in range(6)]
@@ -217,10 +213,9 @@ def test_health_watches_hold_no_worker_thread(limits_root: Path, engine: str) ->
 # -- health reflects the store --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_health_is_serving_only_while_the_store_is_readable(tmp_path: Path, engine: str) -> None:
+def test_health_is_serving_only_while_the_store_is_readable(tmp_path: Path) -> None:
     root = tmp_path / "not-yet"
-    with running_server(engine, root) as server:
+    with running_server(root) as server:
         with grpc.insecure_channel(server.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
 
@@ -241,9 +236,8 @@ def test_health_is_serving_only_while_the_store_is_readable(tmp_path: Path, engi
 # -- graceful shutdown of the real process --------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_sigterm_drains_with_calls_in_flight(limits_root: Path, engine: str) -> None:
-    options = ("--grace", "20", "--max-concurrent", "16", "--engine", engine)
+def test_sigterm_drains_with_calls_in_flight(limits_root: Path) -> None:
+    options = ("--grace", "20", "--max-concurrent", "16")
     with server_process(limits_root, *options) as server:
         channel = grpc.insecure_channel(server.target)
         health = health_pb2_grpc.HealthStub(channel)
@@ -292,12 +286,11 @@ def test_sigterm_drains_with_calls_in_flight(limits_root: Path, engine: str) -> 
     assert log.index("draining") < log.index("morphtune service stopped")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_drain_finishes_every_started_call(limits_root: Path, engine: str) -> None:
+def test_drain_finishes_every_started_call(limits_root: Path) -> None:
     """In-process: every call a handler started during the drain finished OK, whatever the
     clients saw (the server's own count against the clients')."""
     registry = CollectorRegistry()
-    with running_server(engine, limits_root, metrics_registry=registry, max_concurrent=16) as s:
+    with running_server(limits_root, metrics_registry=registry, max_concurrent=16) as s:
         _drain_under_load(s, registry)
 
 

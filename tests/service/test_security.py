@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from morphtune.cli import main as cli_main
 from morphtune.service import SERVICE_NAME, TlsConfig, TokenSet, build_server
 from morphtune.service.v1 import morphtune_pb2, morphtune_pb2_grpc
-from tests.service.engines import ENGINES, running_server
 from tests.service.pki import Pki, make_pki
 from tests.service.processes import server_process
+from tests.service.servers import running_server
 from tests.store.sweeps import SWEEP
 
 GOOD = "good-token-0123456789abcdef"
@@ -53,14 +53,12 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def auth_server(
-    request: pytest.FixtureRequest, store_root: Path, token_file: Path
-) -> Iterator[tuple[str, CollectorRegistry]]:
+@pytest.fixture(scope="module")
+def auth_server(store_root: Path, token_file: Path) -> Iterator[tuple[str, CollectorRegistry]]:
     tokens = TokenSet.load(token_file, environ={"MORPHTUNE_TOKENS": f" {ENV_TOKEN} ,"})
     registry = CollectorRegistry()
     options = {"tokens": tokens, "metrics_registry": registry}
-    with running_server(request.param, store_root, **options) as server:
+    with running_server(store_root, **options) as server:
         yield server.target, registry
 
 
@@ -227,7 +225,7 @@ def test_refusals_are_counted_by_code(
             stub.GetSweep(GET_SWEEP, metadata=metadata, timeout=5)
     stub.GetSweep(GET_SWEEP, metadata=_bearer(GOOD), timeout=5)
     expected = (before[0] + 3, before[1] + 1)
-    deadline = time.monotonic() + 10  # the aio engine counts just after the status is sent
+    deadline = time.monotonic() + 10  # counted just after the status is sent
     while (handled("UNAUTHENTICATED"), handled("OK")) != expected and time.monotonic() < deadline:
         time.sleep(0.01)
     assert (handled("UNAUTHENTICATED"), handled("OK")) == expected
@@ -265,7 +263,6 @@ def test_tokens_never_logged(
 # -- exposure warnings ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     ("host", "tokens", "warning"),
     [
@@ -278,13 +275,12 @@ def test_tokens_never_logged(
 def test_exposure_warnings(
     store_root: Path,
     caplog: pytest.LogCaptureFixture,
-    engine: str,
     host: str,
     tokens: list[str] | None,
     warning: str | None,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="morphtune.service")
-    with running_server(engine, store_root, host=host, tokens=tokens):
+    with running_server(store_root, host=host, tokens=tokens):
         pass
     messages = [record.getMessage() for record in caplog.records]
     if warning is None:
@@ -301,17 +297,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def tls_target(request: pytest.FixtureRequest, store_root: Path, pki: Pki) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def tls_target(store_root: Path, pki: Pki) -> Iterator[str]:
     tls = TlsConfig(pki.server_cert, pki.server_key)
-    with running_server(request.param, store_root, tls=tls) as server:
+    with running_server(store_root, tls=tls) as server:
         yield server.target
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def mtls_target(request: pytest.FixtureRequest, store_root: Path, pki: Pki) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def mtls_target(store_root: Path, pki: Pki) -> Iterator[str]:
     tls = TlsConfig(pki.server_cert, pki.server_key, client_ca_file=pki.ca)
-    with running_server(request.param, store_root, tls=tls, tokens=[GOOD]) as server:
+    with running_server(store_root, tls=tls, tokens=[GOOD]) as server:
         yield server.target
 
 

@@ -4,7 +4,6 @@ Never imports torch or ray. Regenerate the protocol code with
 ``python -m morphtune.service.codegen``.
 """
 
-from morphtune.service._aio_server import AioBuiltServer, build_aio_server
 from morphtune.service._auth import TOKENS_ENV, AuthInterceptor, TokenSet
 from morphtune.service._interceptors import MetricsInterceptor
 from morphtune.service._limits import (
@@ -13,11 +12,9 @@ from morphtune.service._limits import (
     ConcurrencyLimitInterceptor,
 )
 from morphtune.service._server import (
-    DEFAULT_ENGINE,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_METRICS_PORT,
     DEFAULT_PORT,
-    ENGINES,
     BuiltServer,
     build_server,
     make_server,
@@ -28,15 +25,12 @@ from morphtune.service._tls import TlsConfig
 from morphtune.service.client import SweepClient
 
 __all__ = [
-    "DEFAULT_ENGINE",
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PORT",
-    "ENGINES",
     "SERVICE_NAME",
     "TOKENS_ENV",
-    "AioBuiltServer",
     "AuthInterceptor",
     "BuiltServer",
     "ConcurrencyLimitInterceptor",
@@ -46,7 +40,6 @@ __all__ = [
     "SweepServicer",
     "TlsConfig",
     "TokenSet",
-    "build_aio_server",
     "build_server",
     "make_server",
     "serve",

@@ -8,7 +8,6 @@ auth (when tokens are configured), concurrency cap (when ``max_concurrent`` is s
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import ipaddress
 import logging
@@ -44,11 +43,9 @@ from morphtune.service.v1 import morphtune_pb2_grpc
 from morphtune.store import SweepStore
 
 __all__ = [
-    "DEFAULT_ENGINE",
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PORT",
-    "ENGINES",
     "BuiltServer",
     "build_server",
     "make_server",
@@ -58,8 +55,6 @@ __all__ = [
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_MAX_CONCURRENT = 64
-ENGINES = ("aio", "thread")
-DEFAULT_ENGINE = "thread"
 # Worker threads beyond the concurrency cap: they answer health checks and turn away calls
 # over the cap at once (a call waits for a thread before the cap is checked).
 SPARE_WORKERS = 4
@@ -135,7 +130,7 @@ def warn_about_exposure(host: str, auth: bool, tls: bool) -> None:
 
 
 def bind(
-    server: grpc.Server | grpc.aio.Server,
+    server: grpc.Server,
     where: str,
     credentials: grpc.ServerCredentials | None,
 ) -> int:
@@ -261,7 +256,6 @@ def serve(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT,
     ray_address: str | None = None,
-    engine: str = DEFAULT_ENGINE,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
@@ -270,13 +264,10 @@ def serve(
     calls are refused (UNAVAILABLE), calls in flight get ``grace`` seconds to finish, then
     the metrics endpoint closes. Prometheus metrics (store collector and gRPC server
     metrics) are served at ``http://host:metrics_port/metrics`` unless ``metrics_port`` is
-    None. ``engine``: ``"thread"`` (the thread-pool server ``make_server`` builds; the
-    default) or ``"aio"`` (asyncio; cached answers inline). Called from the main thread
+    None. Called from the main thread
     (a serving process), it installs signal handlers (restored on return) and, once
     listening, moves the objects built so far out of the cyclic GC (``gc.freeze``).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     stop = stop or threading.Event()
     tokens = TokenSet.load(token_file)
     registry = build_registry(store_root)
@@ -311,22 +302,14 @@ def serve(
                     os.fspath(store_root),
                 )
                 _LOGGER.info(
-                    "engine %s, auth %s, tls %s, max message %d bytes, max concurrent %s",
-                    engine,
+                    "auth %s, tls %s, max message %d bytes, max concurrent %s",
                     f"on ({len(tokens)} tokens)" if tokens else "off",
                     "off" if tls is None else ("mutual" if tls.mutual else "on"),
                     max_message_bytes,
                     "unlimited" if max_concurrent is None else max_concurrent,
                 )
 
-            if engine == "aio":
-                from morphtune.service._aio_server import run_aio_server
-
-                asyncio.run(
-                    run_aio_server(store_root, settings, stop, grace, replacers.append, listening)
-                )
-            else:
-                _run_threaded(store_root, settings, stop, grace, replacers.append, listening)
+            _run_threaded(store_root, settings, stop, grace, replacers.append, listening)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
