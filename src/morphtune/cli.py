@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from morphtune._cli_jobs import add_job_commands
 from morphtune._cli_query import add_query_commands, format_best
 from morphtune._serve_cli import add_serve_arguments
 
@@ -241,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     add_query_commands(sub)  # sweeps, trials, best, pareto, watch (gRPC clients)
+    add_job_commands(sub)  # submit, status, cancel, logs (the Ray Jobs API of a cluster)
 
     export = sub.add_parser(
         "export", help="write a trial checkpoint as a sparse file, or --check one"

@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -653,7 +654,15 @@ class ResourcesSpec(_Strict):
     """Per-trial resources. ``executor``: ``train`` runs each trial as a Ray Train
     TorchTrainer job (DDP over ``num_workers``); ``function`` runs a single-worker trial
     inside its Tune actor (no worker group to start; needed by PBT, whose exploit restores
-    Tune checkpoints); ``auto`` is ``function`` for one worker and ``train`` otherwise."""
+    Tune checkpoints); ``auto`` is ``function`` for one worker and ``train`` otherwise.
+
+    GPU knobs: ``use_gpu`` (one GPU per worker) or ``gpus_per_worker`` (a fraction <= 1,
+    so trials share a GPU, or a whole number); ``precision`` ``bf16`` runs forward passes
+    under ``torch.autocast`` to bfloat16 (CUDA on a GPU trial, the CPU's autocast on a CPU
+    trial); ``pin_memory`` pins the DataLoaders' host batches for asynchronous copies to the
+    GPU (``auto``: on for a GPU trial); ``backend`` is the DDP process group's
+    (``auto``: ``nccl`` on GPUs, ``gloo`` on CPUs and where a trial's workers hold fractions
+    of GPUs, since NCCL refuses two ranks on one GPU)."""
 
     num_workers: int = Field(1, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
@@ -661,6 +670,9 @@ class ResourcesSpec(_Strict):
     gpus_per_worker: float | None = Field(None, gt=0.0, le=64)
     max_failures: int = Field(0, ge=0, le=100)
     executor: Literal["auto", "train", "function"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    pin_memory: bool | Literal["auto"] = "auto"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -668,6 +680,45 @@ class ResourcesSpec(_Strict):
         if amount is not None and amount > 1 and amount != int(amount):
             raise ValueError(f"must be a fraction <= 1 or a whole number, but got {amount}")
         return amount
+
+    @field_validator("pin_memory", mode="before")
+    @classmethod
+    def _pin_choice(cls, value: object) -> object:
+        # only the three documented values: pydantic's bool would also take 'yes', 'on', 1
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f"must be auto, true or false, but got {value!r}")
+
+    @field_validator("pin_memory")
+    @classmethod
+    def _pin_needs_gpu(cls, value: bool | str, info: ValidationInfo) -> bool | str:
+        if value is True and _has_no_gpu(info.data):
+            raise ValueError(
+                "pin_memory true pins host batches for copies to a GPU, but the trial has no "
+                "GPU (use_gpu false, gpus_per_worker unset); set use_gpu or gpus_per_worker, "
+                "or use pin_memory auto or false"
+            )
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_needs_gpu(cls, value: str, info: ValidationInfo) -> str:
+        if value != "nccl":
+            return value
+        if _has_no_gpu(info.data):
+            raise ValueError(
+                "backend nccl runs collectives on CUDA devices, but the trial has no GPU "
+                "(use_gpu false, gpus_per_worker unset); set use_gpu or gpus_per_worker, "
+                "or use backend auto or gloo"
+            )
+        if _shares_a_gpu(info.data):
+            raise ValueError(
+                "backend nccl refuses two ranks on one GPU, and workers of "
+                f"gpus_per_worker={info.data['gpus_per_worker']} < 1 with num_workers="
+                f"{info.data['num_workers']} can share one; use whole GPUs per worker, "
+                "one worker, or backend auto or gloo"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_worker_in_process(self) -> ResourcesSpec:
@@ -681,14 +732,49 @@ class ResourcesSpec(_Strict):
     @property
     def gpus(self) -> float:
         """GPUs per worker (0 on CPU)."""
-        if self.gpus_per_worker is not None:
-            return self.gpus_per_worker
-        return 1.0 if self.use_gpu else 0.0
+        return _requested_gpus({"use_gpu": self.use_gpu, "gpus_per_worker": self.gpus_per_worker})
 
     @property
     def in_process(self) -> bool:
         """Whether trials run inside their Tune actor (the ``function`` executor)."""
         return self.executor == "function" or (self.executor == "auto" and self.num_workers == 1)
+
+    @property
+    def resolved_backend(self) -> str:
+        """The DDP backend a ``train`` trial's workers use: ``nccl`` or ``gloo``."""
+        if self.backend != "auto":
+            return self.backend
+        fields = {"num_workers": self.num_workers, "gpus_per_worker": self.gpus_per_worker}
+        return "nccl" if self.gpus > 0 and not _shares_a_gpu(fields) else "gloo"
+
+    @property
+    def resolved_pin_memory(self) -> bool:
+        """Whether the trial's DataLoaders pin host memory (``auto``: a GPU trial)."""
+        if self.pin_memory == "auto":
+            return self.gpus > 0
+        return bool(self.pin_memory)
+
+
+def _requested_gpus(fields: Mapping[str, Any]) -> float:
+    """GPUs per worker that ``use_gpu``/``gpus_per_worker`` ask for (0: a CPU trial)."""
+    amount = fields.get("gpus_per_worker")
+    if amount is not None:
+        return float(amount)
+    return 1.0 if fields.get("use_gpu") else 0.0
+
+
+def _shares_a_gpu(fields: Mapping[str, Any]) -> bool:
+    """Whether workers of one trial may be packed onto one GPU (a fraction per worker and
+    more than one worker): NCCL cannot run there, gloo can (it stages CUDA tensors)."""
+    amount = fields.get("gpus_per_worker")
+    return amount is not None and amount < 1 and fields.get("num_workers", 1) > 1
+
+
+def _has_no_gpu(fields: Mapping[str, Any]) -> bool:
+    """Whether the validated ``fields`` surely ask for no GPU (a GPU field that failed its
+    own validation is missing from them, and is reported already: no second error)."""
+    complete = "use_gpu" in fields and "gpus_per_worker" in fields
+    return complete and _requested_gpus(fields) == 0
 
 
 SUBNET_METRICS: dict[str, str] = {

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 
 from morphtune.cli import main
 from morphtune.methods.sparsity import MaskSet, load_sparse
@@ -24,6 +25,8 @@ def run_one(spec_text: str, root: Path) -> list[dict]:
     store = SweepStore(root)
     assert outcome.trial_states.get("completed") == 1, store.trials(spec.name)
     rows = sorted(store.results(spec.name).to_pylist(), key=lambda row: row["iteration"])
+    # rank 0 of the 2-worker Ray Train trial reported them, from this (only) node
+    assert {row["node_id"] for row in rows} == {ray.get_runtime_context().get_node_id()}
     return [json.loads(row["metrics_json"]) for row in rows]
 
 

@@ -17,7 +17,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from morphtune.service._jobs import SPEC_ENV, JobNotFound, RayJobsClient
 from morphtune.service._servicer import SweepServicer
 from morphtune.service.v1 import morphtune_pb2_grpc
 from morphtune.store import SweepStore
+from tests.net import free_ports
 
 SPEC = "name: tiny\ndescription: submitted through the service\n"
 ECHO = f"{shlex.quote(sys.executable)} -c " + shlex.quote(
@@ -45,18 +45,6 @@ ECHO = f"{shlex.quote(sys.executable)} -c " + shlex.quote(
 SLEEPER = f"{shlex.quote(sys.executable)} -c " + shlex.quote("import time; time.sleep(120)")
 # This head's own token (Ray token auth, as a production cluster runs it).
 RAY_TOKEN = secrets.token_hex(32)
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _session_pids(session: int) -> list[int]:
@@ -94,7 +82,7 @@ def _get(url: str, token: str | None = RAY_TOKEN) -> Any:
 def dashboard() -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="mtr", dir="/tmp")  # short: Ray's socket paths live here
     (gcs, dash, node, objects, client, agent, agent_grpc, runtime_env, metrics, *workers) = (
-        _free_ports(19)
+        free_ports(19)
     )
     env = dict(
         os.environ,

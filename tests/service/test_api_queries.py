@@ -202,6 +202,7 @@ def test_answers_follow_new_writes(tmp_path: Path) -> None:
                 "status": "running",
                 "config": {"lr": 0.5, "model": {"family": "mlp", "width": 8}},
                 "metrics": {"acc": 0.999, "loss": 0.01, "params": 10.0, "density": 0.1},
+                "node_id": "0f" * 28,
             }
             writer.write_results([row])
             after = _poll(lambda: client.best(SWEEP), lambda best: best["trial_id"] == "t99")
@@ -212,6 +213,9 @@ def test_answers_follow_new_writes(tmp_path: Path) -> None:
                 lambda n: n == trials_before + 1,
             )
             assert count == trials_before + 1
+            nodes = {r["trial_id"]: r["node_id"] for r in client.list_trials(SWEEP)}
+            assert nodes["t99"] == "0f" * 28  # where it ran, as the runner records it
+            assert {nodes[t] for t in nodes if t != "t99"} == {None}  # rows without a node
             front = client.pareto(SWEEP)
             assert [p["trial_id"] for p in front["points"]] == ["t99"]  # dominates everyone
     finally:

@@ -5,16 +5,20 @@ Endpoints used (served by the Ray dashboard, default port 8265):
 * ``POST /api/jobs/`` ``{entrypoint, submission_id, runtime_env, metadata}`` -> submission id
 * ``GET /api/jobs/<id>`` -> the job's details (``status``, ``entrypoint``, ``metadata``, ...)
 * ``POST /api/jobs/<id>/stop`` -> ``{"stopped": bool}``
+* ``GET /api/jobs/<id>/logs`` -> ``{"logs": str}`` (the driver's whole output so far; a
+  follower polls it and prints what is new)
 
 A sweep is submitted as the entrypoint ``<command> run --spec-env MORPHTUNE_SPEC_YAML
 --sweep-id <id> [--results <root>]`` with the spec text in that environment variable of the
 job's ``runtime_env``, so the cluster needs no copy of the file. With a token (clusters
 started with ``RAY_AUTH_MODE=token``; default ``$RAY_AUTH_TOKEN``) every request carries
-``Authorization: Bearer <token>``. The token never appears in errors or logs.
+``Authorization: Bearer <token>``. The token never appears in errors or logs, and redirects
+are not followed (urllib would forward the ``Authorization`` header to wherever one points).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -27,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "MAX_ENV_SPEC_BYTES",
     "SPEC_ENV",
+    "TERMINAL_STATUSES",
     "TOKEN_ENV",
     "JobInfo",
     "JobNotFound",
@@ -43,10 +49,22 @@ TOKEN_ENV = "RAY_AUTH_TOKEN"
 _JOB_ID_RULE = "[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _JOB_ID_RE = re.compile(_JOB_ID_RULE)
 _DETAIL_CHARS = 400
+#: Linux refuses to exec a process with one environment string longer than 128 KiB
+#: (MAX_ARG_STRLEN), and the spec travels as ``MORPHTUNE_SPEC_YAML=<text>``.
+MAX_ENV_SPEC_BYTES = 128 * 1024 - len(SPEC_ENV) - 2
+#: Job states after which nothing changes (``PENDING`` and ``RUNNING`` are the others).
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 
 class JobsError(Exception):
-    """A Ray Jobs API request failed; the message names the address and the answer."""
+    """A Ray Jobs API request failed; the message names the address and the answer.
+
+    ``status``: the HTTP status Ray answered with (``None`` when there was no answer).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JobNotFound(JobsError, LookupError):
@@ -69,6 +87,14 @@ class JobInfo:
     message: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     runtime_env: dict[str, Any] = field(default_factory=dict)
+    #: milliseconds since the epoch, as Ray reports them (``None``: not started/ended yet)
+    start_time: int | None = None
+    end_time: int | None = None
+    error_type: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
 
 
 def validate_job_id(job_id: object, field_name: str = "job_id") -> str:
@@ -121,20 +147,35 @@ class RayJobsClient:
         self._command = command
         self._results_root = results_root
 
-    def entrypoint(self, sweep_id: str) -> str:
+    def entrypoint(self, sweep_id: str, *, overwrite: bool = False) -> str:
         parts = [self._command, "run", "--spec-env", SPEC_ENV, "--sweep-id", shlex.quote(sweep_id)]
         if self._results_root:
             parts += ["--results", shlex.quote(self._results_root)]
+        if overwrite:
+            parts.append("--overwrite")
         return " ".join(parts)
 
-    def submit(self, spec_yaml: str, sweep_id: str) -> JobInfo:
+    def submit(
+        self,
+        spec_yaml: str,
+        sweep_id: str,
+        *,
+        overwrite: bool = False,
+        submitted_by: str = "morphtune-service",
+    ) -> JobInfo:
         """Submit ``morphtune run`` on the spec; the job's info right after submission."""
+        size = len(spec_yaml.encode("utf-8", "surrogatepass"))
+        if size > MAX_ENV_SPEC_BYTES:
+            raise ValueError(
+                f"the spec must be at most {MAX_ENV_SPEC_BYTES} bytes to travel in the job's "
+                f"environment variable {SPEC_ENV}, got {size} bytes"
+            )
         submission_id = f"morphtune-{sweep_id[:80]}-{uuid.uuid4().hex[:12]}"
         body = {
-            "entrypoint": self.entrypoint(sweep_id),
+            "entrypoint": self.entrypoint(sweep_id, overwrite=overwrite),
             "submission_id": submission_id,
             "runtime_env": {"env_vars": {SPEC_ENV: spec_yaml}},
-            "metadata": {"morphtune.sweep_id": sweep_id, "submitted_by": "morphtune-service"},
+            "metadata": {"morphtune.sweep_id": sweep_id, "submitted_by": submitted_by},
         }
         answer = self._request("POST", "/api/jobs/", body)
         job_id = str(answer.get("submission_id") or submission_id)
@@ -149,7 +190,21 @@ class RayJobsClient:
             message=str(answer.get("message") or ""),
             metadata={str(k): str(v) for k, v in (answer.get("metadata") or {}).items()},
             runtime_env=dict(answer.get("runtime_env") or {}),
+            start_time=_millis(answer.get("start_time")),
+            end_time=_millis(answer.get("end_time")),
+            error_type=str(answer.get("error_type") or ""),
         )
+
+    def logs(self, job_id: str) -> str:
+        """Everything the job's driver has printed so far (stdout and stderr)."""
+        answer = self._request("GET", f"/api/jobs/{urllib.parse.quote(job_id, safe='')}/logs")
+        logs = answer.get("logs", "") if isinstance(answer, dict) else None
+        if not isinstance(logs, str):
+            raise JobsUnavailable(
+                f"Ray Jobs API at {self.address} answered the logs of {job_id!r} without a "
+                f"'logs' text: {_short(json.dumps(answer))}"
+            )
+        return logs
 
     def stop(self, job_id: str) -> tuple[bool, JobInfo]:
         """Ask the job to stop: ``(whether it was still running, its info after)``."""
@@ -168,25 +223,44 @@ class RayJobsClient:
             headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with _OPENER.open(request, timeout=self._timeout) as response:
                 text = response.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as error:
             detail = _short(error.read().decode("utf-8", "replace"))
             where = f"Ray Jobs API {method} {url} answered HTTP {error.code}: {detail}"
             if error.code == 404:
-                raise JobNotFound(where) from None
-            if 400 <= error.code < 500:
-                raise JobRejected(where) from None
-            raise JobsUnavailable(where) from None
+                raise JobNotFound(where, error.code) from None
+            if 300 <= error.code < 500:  # a redirect is not followed: the token stays here
+                raise JobRejected(where, error.code) from None
+            raise JobsUnavailable(where, error.code) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise JobsUnavailable(f"Ray Jobs API at {self.address} unreachable: {reason}") from None
+        except http.client.HTTPException as error:  # e.g. the GCS port, which speaks no HTTP
+            raise JobsUnavailable(
+                f"Ray Jobs API at {self.address} answered no HTTP ({type(error).__name__}); "
+                "is this the dashboard's port (8265 by default)?"
+            ) from None
         try:
             return json.loads(text) if text.strip() else {}
         except ValueError:
             raise JobsUnavailable(
                 f"Ray Jobs API {method} {url} answered non-JSON: {_short(text)}"
             ) from None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Every 3xx becomes an ``HTTPError``: the request, with its token, goes nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
+
+
+def _millis(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _short(text: str) -> str:

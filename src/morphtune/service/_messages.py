@@ -117,6 +117,7 @@ def result_row(sweep_id: str, row: dict[str, Any]) -> morphtune_pb2.ResultRow:
         metrics_json=row.get("metrics_json") or "{}",
         numbers=numbers,
         texts=texts,
+        node_id=row.get("node_id") or "",
     )
 
 

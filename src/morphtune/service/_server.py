@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeAlias
 
@@ -110,7 +111,11 @@ def as_token_set(tokens: TokenSet | Iterable[str] | None) -> TokenSet:
 
 
 def servicer_for(store: SweepStore, ray_address: str | None) -> SweepServicer:
-    jobs = None if ray_address is None else RayJobsClient(ray_address)
+    # Sweeps submitted through the service write where the service reads (a local or
+    # shared-volume store: the runner writes to local paths only).
+    root = store.root
+    results_root = str(root) if isinstance(root, Path) else None
+    jobs = None if ray_address is None else RayJobsClient(ray_address, results_root=results_root)
     return SweepServicer(store, jobs=jobs)
 
 

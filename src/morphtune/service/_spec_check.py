@@ -4,6 +4,11 @@ Checking a spec consults the method registries (torch) and may load a dataset to
 so the service runs :func:`main` in a child Python with the text on stdin and
 reads one JSON line back: ``{"ok": true, "name": ...}`` or ``{"ok": false, "error": ...}``.
 The service process itself never imports torch. Answers are cached by the text's SHA-256.
+
+Where torch is not installed at all (the slim service image), the child checks what it can
+without the method registries: the text is a YAML mapping and its ``name`` is a valid sweep
+id. The full check then happens where the sweep runs (``morphtune run`` on the cluster, which
+fails the job with the same field-naming errors, visible through the job's status and logs).
 """
 
 from __future__ import annotations
@@ -77,9 +82,33 @@ def main() -> int:
         spec = parse_spec(text, source=SOURCE)
     except SpecError as error:
         print(json.dumps({"ok": False, "error": str(error)}))
+    except ModuleNotFoundError as missing:
+        if missing.name != "torch":
+            raise
+        print(json.dumps(_structural_check(text)))
     else:
         print(json.dumps({"ok": True, "name": spec.name}))
     return 0
+
+
+def _structural_check(text: str) -> dict[str, object]:
+    """The check without torch: a YAML mapping whose ``name`` is a valid sweep id."""
+    import yaml
+
+    from morphtune.store._schema import validate_sweep_id
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return {"ok": False, "error": f"invalid sweep spec {SOURCE}: not valid YAML: {error}"}
+    if not isinstance(data, dict):
+        return {"ok": False, "error": f"invalid sweep spec {SOURCE}: a spec must be a mapping"}
+    name = data.get("name")
+    try:
+        validate_sweep_id(name)
+    except ValueError as error:
+        return {"ok": False, "error": f"invalid sweep spec {SOURCE}: name: {error}"}
+    return {"ok": True, "name": name}
 
 
 if __name__ == "__main__":

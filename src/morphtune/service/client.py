@@ -84,6 +84,7 @@ def _row(row: morphtune_pb2.ResultRow) -> dict[str, Any]:
         "metrics": json.loads(row.metrics_json) if row.metrics_json else {},
         "numbers": dict(row.numbers),
         "texts": dict(row.texts),
+        "node_id": row.node_id or None,
     }
 
 
@@ -241,7 +242,7 @@ class SweepClient:
     ) -> Iterator[dict[str, Any]]:
         """Every matching row, fetching pages as the iteration goes (at most ``limit``).
 
-        Row keys: sweep_id, trial_id, iteration, timestamp, written_at, status, state,
+        Row keys: sweep_id, trial_id, iteration, timestamp, written_at, status, state, node_id,
         config, metrics (parsed JSON), numbers and texts (flattened columns by full name).
         """
         conditions = list(where)

@@ -24,6 +24,7 @@ import pyarrow as pa
 from morphtune.store._schema import (
     CONFIG_PREFIX,
     METRICS_PREFIX,
+    NODE_ID_KEY,
     Scalar,
     classify_metric,
     flatten_scalars,
@@ -74,6 +75,11 @@ def check_row(index: int, row: object) -> tuple[str, int]:
         or not math.isfinite(timestamp)
     ):
         raise ValueError(f"{where}.timestamp must be finite unix seconds, got {timestamp!r}")
+    node_id = row.get(NODE_ID_KEY)
+    if node_id is not None and (not isinstance(node_id, str) or not node_id):
+        raise ValueError(
+            f"{where}.{NODE_ID_KEY} must be a non-empty string or None, got {node_id!r}"
+        )
     return trial_id, iteration
 
 
@@ -177,6 +183,9 @@ def results_table(
         "config_json": pa.array(config_json, type=_STRING),
         "metrics_json": pa.array(metrics_json, type=_STRING),
     }
+    node_ids = [row.get(NODE_ID_KEY) for row in rows]
+    if any(node_id is not None for node_id in node_ids):  # else no column, as for a metric
+        columns[NODE_ID_KEY] = pa.array(node_ids, type=_STRING)
     columns.update(_columns(config_flat, CONFIG_PREFIX))
     metric_columns = _columns(metrics_flat, METRICS_PREFIX)
     columns.update(metric_columns)

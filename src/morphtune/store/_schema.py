@@ -14,6 +14,9 @@ column              Arrow type   meaning
 ``status``          string       trial status when the row was reported (free form)
 ``config_json``     string       the trial config as strict JSON (non-finite floats -> null)
 ``metrics_json``    string       the reported metrics as strict JSON (non-finite -> null)
+``node_id``         string       the Ray node id (hex) of the process that reported the row
+                                 (a trial's rank-0 worker); nullable: absent from parts whose
+                                 rows named no node (rows written outside a sweep, older parts)
 ``config.<key>``    float64 or   one column per scalar config value; nested keys joined
                     string       with ``.``; int/float/bool -> float64, str -> string
 ``metrics.<key>``   float64 or   same for every reported metric; NaN and +/-inf are kept
@@ -61,6 +64,7 @@ __all__ = [
     "COST_KEYS",
     "COST_PREFIX",
     "METRICS_PREFIX",
+    "NODE_ID_KEY",
     "RESULT_BASE_SCHEMA",
     "SIGNAL_KEYS",
     "SIGNAL_PREFIX",
@@ -81,6 +85,11 @@ METRICS_PREFIX = "metrics."
 COST_PREFIX = "cost."
 SIGNAL_PREFIX = "signal."
 VALUE_PREFIXES = (METRICS_PREFIX, COST_PREFIX, SIGNAL_PREFIX, CONFIG_PREFIX)
+
+#: The result key under which a trial reports the Ray node it runs on, and the top-level
+#: result column that holds it (not a metric: the Tune callback moves it out of the
+#: metrics into the row, next to ``trial_id``).
+NODE_ID_KEY = "node_id"
 
 #: Reported metric names that are a cost of the trial (copied to ``cost.<name>``).
 COST_KEYS: frozenset[str] = frozenset(
@@ -128,6 +137,7 @@ RESULT_BASE_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("config_json", pa.string(), nullable=False),
         pa.field("metrics_json", pa.string(), nullable=False),
+        pa.field(NODE_ID_KEY, pa.string()),
     ]
 )
 

@@ -5,6 +5,10 @@ Rows are buffered and flushed as one atomic Parquet part at most every
 a reader (the gRPC service) sees live results without thousands of tiny files. The
 writer deduplicates on (sweep, trial, iteration), so a result Tune delivers twice after
 a worker restart is stored once.
+
+Each result names the Ray node its trial reported from (``node_id``, set by the trainables
+on the trial's rank-0 worker); it becomes the row's top-level ``node_id`` column, not a
+metric.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ray.tune import Callback
 from morphtune._keys import ERROR_KEY
 from morphtune.spec import SweepSpec, flatten_config, resolve_trial_config
 from morphtune.store._reader import SweepStore
+from morphtune.store._schema import NODE_ID_KEY
 from morphtune.store._writer import ResultWriter
 
 __all__ = ["ORPHAN_ERROR", "StoreCallback"]
@@ -132,14 +137,19 @@ class StoreCallback(Callback):
             return
         step = int(result.get("training_iteration", 0))
         metrics = {
-            key: value for key, value in result.items() if key not in _TUNE_KEYS and _scalar(value)
+            key: value
+            for key, value in result.items()
+            if key not in _TUNE_KEYS and key != NODE_ID_KEY and _scalar(value)
         }
+        node_id = result.get(NODE_ID_KEY)
         row = {
             "trial_id": trial.trial_id,
             "iteration": step,
             "status": "running",
             "config": self._trial_config(trial),
             "metrics": metrics,
+            # where the trial ran; None (no column) for a result that named no node
+            NODE_ID_KEY: node_id if isinstance(node_id, str) and node_id else None,
         }
         self._release(trial.trial_id)
         if self.checkpoints:

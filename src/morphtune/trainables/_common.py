@@ -43,12 +43,22 @@ class ShardedLoaders:
 
     @classmethod
     def build(
-        cls, data: DatasetSplit, training: Mapping[str, Any], rank: int, world_size: int
+        cls,
+        data: DatasetSplit,
+        training: Mapping[str, Any],
+        rank: int,
+        world_size: int,
+        *,
+        pin_memory: bool = False,
     ) -> ShardedLoaders:
+        """``pin_memory``: batches come out in page-locked host memory, so a GPU trial
+        copies them asynchronously (``resources.pin_memory``)."""
         batch_size = max(1, training["batch_size"] // world_size)
         sampler: DistributedSampler[Any] = DistributedSampler(
             data.train, num_replicas=world_size, rank=rank, shuffle=True, seed=training["seed"]
         )
-        train = DataLoader(data.train, batch_size=batch_size, sampler=sampler)
-        val = DataLoader(data.val, batch_size=1024, shuffle=False)
+        train = DataLoader(
+            data.train, batch_size=batch_size, sampler=sampler, pin_memory=pin_memory
+        )
+        val = DataLoader(data.val, batch_size=1024, shuffle=False, pin_memory=pin_memory)
         return cls(sampler, train, val, batch_size)

@@ -29,7 +29,8 @@ from typing import Any
 from ray import tune
 
 from morphtune._keys import ERROR_KEY
-from morphtune.spec import SweepSpec, resolve_trial_config
+from morphtune.spec import ResourcesSpec, SweepSpec, resolve_trial_config
+from morphtune.store._schema import NODE_ID_KEY
 
 # Ray Train, torch and the engines are imported where a trial needs them: this module is
 # what every trial actor unpickles first, and a user trial function needs none of them.
@@ -39,7 +40,10 @@ __all__ = [
     "TRAIN_ENV_DEFAULTS",
     "NonFiniteObjectiveError",
     "TrialFunction",
+    "make_torch_trainer",
     "make_trainable",
+    "scaling_config",
+    "train_loop_config",
 ]
 
 #: What the per-trial driver function of a ``train`` trial reserves. It only waits on
@@ -96,10 +100,13 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
     import torch
 
     from morphtune.data import load_dataset
+    from morphtune.trainables._device import current_node_id, trial_device
     from morphtune.trainables._loop import CHECKPOINT_FILE, make_engine
 
     names = [goal.metric for goal in spec.search.goals]
     last: dict[str, Any] = {}
+    resources = spec.resources
+    node_id = current_node_id()
     try:
         trial = resolve_trial_config(spec, config)
         dataset = trial["dataset"]
@@ -109,8 +116,15 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
             val_fraction=dataset["val_fraction"],
             **dataset["options"],
         )
-        device = "cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
-        engine = make_engine(trial, data, rank=0, world_size=1, device=device)
+        engine = make_engine(
+            trial,
+            data,
+            rank=0,
+            world_size=1,
+            device=trial_device(resources.gpus),
+            precision=resources.precision,
+            pin_memory=resources.resolved_pin_memory,
+        )
         checkpoint = tune.get_checkpoint()
         events: list[dict[str, Any]] = []
         if checkpoint is not None:
@@ -123,6 +137,7 @@ def _run_in_process(spec: SweepSpec, config: dict[str, Any]) -> None:
                 metrics["latency_ms"] = latency(engine)
             if events:
                 metrics["pbt_moves"] = len(events)
+            metrics[NODE_ID_KEY] = node_id
             last = {k: v for k, v in metrics.items() if k not in names}
             _check_objectives(metrics, names)
             with tempfile.TemporaryDirectory(prefix="morphtune-ckpt-") as directory:
@@ -164,14 +179,17 @@ class _LatencyProbe:
 
 def _run_user_function(spec: SweepSpec, fn: TrialFunction, config: dict[str, Any]) -> None:
     """A user's trial function on the ``function`` executor."""
+    from morphtune.trainables._device import current_node_id
+
     names = [goal.metric for goal in spec.search.goals]
     last: dict[str, Any] = {}
+    node_id = current_node_id()
 
     def report(metrics: dict[str, Any]) -> None:
         nonlocal last
         last = {k: v for k, v in metrics.items() if k not in names}
         _check_objectives(metrics, names)
-        tune.report(metrics)
+        tune.report({**metrics, NODE_ID_KEY: node_id})
 
     try:
         fn(resolve_trial_config(spec, config), report)
@@ -182,40 +200,69 @@ def _run_user_function(spec: SweepSpec, fn: TrialFunction, config: dict[str, Any
 def _run_train(spec: SweepSpec, storage_path: str, config: dict[str, Any]) -> None:
     """The ``train`` executor: one Ray Train TorchTrainer run per trial."""
     import ray.train
-    import ray.train.torch
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from morphtune.trainables._loop import train_loop_per_worker
-
-    resources = spec.resources
     try:
         trial = resolve_trial_config(spec, config)
     except ValueError as exc:
         _end_with_error(exc, {}, [goal.metric for goal in spec.search.goals])
         return
     trial_id = tune.get_context().get_trial_id()
+    run_config = ray.train.RunConfig(
+        name=f"{spec.name}-{trial_id}",
+        storage_path=storage_path,
+        # Train V2's RunConfig takes Train callbacks; the static type of
+        # ray.train.RunConfig is still V1's, which expects Tune callbacks
+        callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
+    )
+    make_torch_trainer(spec, trial, run_config).fit()
+
+
+def make_torch_trainer(spec: SweepSpec, trial: dict[str, Any], run_config: Any) -> Any:
+    """The Ray Train ``TorchTrainer`` of one trial (not started): the resolved ``trial``
+    and the spec's resources turned into Ray Train's configs (see :func:`scaling_config`,
+    :func:`train_loop_config`; the process group backend is ``resources.backend``)."""
+    import ray.train.torch
+
+    from morphtune.trainables._loop import train_loop_per_worker
+
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=train_loop_config(spec, trial),
+        scaling_config=scaling_config(spec.resources),
+        torch_config=ray.train.torch.TorchConfig(backend=spec.resources.resolved_backend),
+        run_config=run_config,
+    )
+
+
+def train_loop_config(spec: SweepSpec, trial: dict[str, Any]) -> dict[str, Any]:
+    """What every Train worker of a trial gets: the resolved trial, the objectives, and the
+    resolved precision and pinned-memory settings."""
+    resources = spec.resources
+    return {
+        "trial": trial,
+        "objectives": [goal.metric for goal in spec.search.goals],
+        "precision": resources.precision,
+        "pin_memory": resources.resolved_pin_memory,
+    }
+
+
+def scaling_config(resources: ResourcesSpec) -> Any:
+    """The Train worker group of a trial: ``num_workers`` workers of ``cpus_per_worker``
+    CPUs and, on a GPU trial, ``use_gpu`` with ``gpus_per_worker`` GPUs each (a fraction
+    lets several workers or trials share one GPU)."""
+    import ray.train
+
     worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
     if resources.gpus:
         worker["GPU"] = resources.gpus
-    trainer = ray.train.torch.TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"trial": trial, "objectives": [g.metric for g in spec.search.goals]},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.num_workers,
-            use_gpu=resources.gpus > 0,
-            resources_per_worker=worker,
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{spec.name}-{trial_id}",
-            storage_path=storage_path,
-            # Train V2's RunConfig takes Train callbacks; the static type of
-            # ray.train.RunConfig is still V1's, which expects Tune callbacks
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
-        ),
+    return ray.train.ScalingConfig(
+        num_workers=resources.num_workers,
+        use_gpu=resources.gpus > 0,
+        resources_per_worker=worker,
     )
-    trainer.fit()
 
 
 def make_trainable(

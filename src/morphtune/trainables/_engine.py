@@ -43,6 +43,7 @@ from morphtune.models import (
     config_to_dict,
 )
 from morphtune.trainables._common import ShardedLoaders, make_optimizer
+from morphtune.trainables._device import DeviceSettings
 from morphtune.trainables._sparse import setup_sparsity
 
 __all__ = ["TrialEngine"]
@@ -58,7 +59,9 @@ class TrialEngine:
     """Trains one trial configuration (the nested dict from ``resolve_trial_config``).
 
     ``rank``/``world_size`` shard the training set (DistributedSampler); ``wrap`` wraps
-    the model for data parallelism (DDP) and is applied again after growth.
+    the model for data parallelism (DDP) and is applied again after growth. ``precision``
+    (``fp32``/``bf16``) is the autocast dtype of the training and validation forward passes;
+    ``pin_memory`` pins the loaders' batches for asynchronous copies to a GPU.
     """
 
     def __init__(
@@ -70,15 +73,18 @@ class TrialEngine:
         world_size: int = 1,
         wrap: Wrap = _identity,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        pin_memory: bool = False,
     ) -> None:
         self.trial = {section: dict(values) for section, values in trial.items()}
         self.data = data
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
+        self.compute = DeviceSettings(self.device, precision, pin_memory)
         self._wrap = wrap
         training = self.trial["training"]
         self.epochs: int = training["epochs"]
-        loaders = ShardedLoaders.build(data, training, rank, world_size)
+        loaders = ShardedLoaders.build(data, training, rank, world_size, pin_memory=pin_memory)
         self.batch_size, self.sampler = loaders.batch_size, loaders.sampler
         self.loader, self.val_loader = loaders.train, loaders.val
         self.steps_per_epoch = len(self.loader)
@@ -244,12 +250,13 @@ class TrialEngine:
         for inputs, labels in self.loader:
             while self.grow_step is not None and self.step >= self.grow_step:
                 self.grow_now()
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            inputs, labels = self.compute.move(inputs), self.compute.move(labels)
             lr = self.learning_rate(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(self.net(inputs), labels)
+            with self.compute.autocast():
+                loss = self._loss(self.net(inputs), labels)
             loss.backward()
             # forward + backward ~ 3x forward FLOPs, for every sample on every worker
             step_flops = 3.0 * self._cost.flops
@@ -289,9 +296,10 @@ class TrialEngine:
         self.net.eval()
         loss_sum, correct, count = 0.0, 0, 0
         for inputs, labels in self.val_loader:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
-            logits = self.model(inputs)
-            logits = logits.reshape(-1, logits.shape[-1])
+            inputs, labels = self.compute.move(inputs), self.compute.move(labels)
+            with self.compute.autocast():
+                logits = self.model(inputs)
+            logits = logits.float().reshape(-1, logits.shape[-1])
             labels = labels.reshape(-1)
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())

@@ -61,6 +61,7 @@ from morphtune.methods.sparsity._updater import random_masks
 from morphtune.models import TaskShape, config_from_spec, config_to_dict
 from morphtune.models._gan import GAN, GANConfig
 from morphtune.trainables._common import ShardedLoaders
+from morphtune.trainables._device import DeviceSettings
 
 __all__ = ["ADAM_BETAS", "EVAL_SAMPLES", "GanEngine", "frechet_distance"]
 
@@ -146,7 +147,10 @@ class GanEngine:
     discriminator separately for data parallelism (DDP). Masks are identical on every
     rank: initial masks and D's random growth come from a generator seeded by
     ``training.seed`` alone, G's growth from DDP-averaged gradients, and D's density
-    decisions from the all-reduced balance ratio.
+    decisions from the all-reduced balance ratio. ``precision`` ``bf16`` runs the D, G and
+    balance-ratio forward passes under autocast (the balance ratio's means in float32); the
+    samples scored by the Fréchet distance are generated in float32, so ``fd`` measures
+    the generator, not bfloat16's rounding. ``pin_memory`` pins the loader's batches.
     """
 
     def __init__(
@@ -158,6 +162,8 @@ class GanEngine:
         world_size: int = 1,
         wrap: Wrap = _identity,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        pin_memory: bool = False,
     ) -> None:
         self.trial = {section: dict(values) for section, values in trial.items()}
         family = self.trial["model"].get("family", "gan")
@@ -166,11 +172,12 @@ class GanEngine:
         self.data = data
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
+        self.compute = DeviceSettings(self.device, precision, pin_memory)
         self._wrap = wrap
         training = self.trial["training"]
         self.seed: int = int(training["seed"])
         self.epochs: int = training["epochs"]
-        loaders = ShardedLoaders.build(data, training, rank, world_size)
+        loaders = ShardedLoaders.build(data, training, rank, world_size, pin_memory=pin_memory)
         self.batch_size, self.sampler, self.loader = (
             loaders.batch_size,
             loaders.sampler,
@@ -254,7 +261,7 @@ class GanEngine:
     def train_step(self, real: torch.Tensor) -> tuple[float, float]:
         """One D step, one G step, the balance ratio and any mask update due after it;
         returns ``(g_loss, d_loss)``."""
-        real = real.to(self.device)
+        real = self.compute.move(real)
         batch = real.shape[0]
         lr = self.learning_rate(self.step)
         for optimizer in (self.g_optimizer, self.d_optimizer):
@@ -263,11 +270,12 @@ class GanEngine:
         generator, discriminator = self.model.generator, self.model.discriminator
 
         # Discriminator step: real and fake in one pass.
-        with torch.no_grad():
+        with torch.no_grad(), self.compute.autocast():
             fake = generator(self._latent(batch))
         self.d_optimizer.zero_grad(set_to_none=True)
-        logits = self.d_net(torch.cat([real, fake]))
-        d_loss = F.softplus(-logits[:batch]).mean() + F.softplus(logits[batch:]).mean()
+        with self.compute.autocast():
+            logits = self.d_net(torch.cat([real, fake.to(real.dtype)]))
+            d_loss = F.softplus(-logits[:batch]).mean() + F.softplus(logits[batch:]).mean()
         d_loss.backward()
         self.d_optimizer.step()
         if self.d_masks is not None:
@@ -278,8 +286,9 @@ class GanEngine:
         self.g_optimizer.zero_grad(set_to_none=True)
         discriminator.requires_grad_(False)
         try:
-            fake_logits = discriminator(self.g_net(z))
-            g_loss = F.softplus(-fake_logits).mean()
+            with self.compute.autocast():
+                fake_logits = discriminator(self.g_net(z))
+                g_loss = F.softplus(-fake_logits).mean()
             g_loss.backward()
         finally:
             discriminator.requires_grad_(True)
@@ -288,10 +297,10 @@ class GanEngine:
             self.g_masks.apply()
 
         # Balance ratio: D(G_after(z)), D(G_before(z)), D(x) under the same D.
-        with torch.no_grad():
-            after = discriminator(generator(z)).mean()
-            real_mean = discriminator(real).mean()
-            means = torch.stack([after, fake_logits.detach().mean(), real_mean]).double()
+        with torch.no_grad(), self.compute.autocast():
+            after = discriminator(generator(z)).float().mean()
+            real_mean = discriminator(real).float().mean()
+        means = torch.stack([after, fake_logits.detach().float().mean(), real_mean]).double()
         fake_after, fake_before, real_score = _all_reduce_mean(means).tolist()
         self.queue.push(fake_after, fake_before, real_score)
 

@@ -1,4 +1,5 @@
-"""The Ray Train loop every worker of a trial runs (DDP over gloo on CPUs, NCCL on GPUs)."""
+"""The Ray Train loop every worker of a trial runs (DDP over ``resources.backend``: gloo on
+CPUs, NCCL on GPUs by default)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from morphtune._keys import ERROR_KEY
 from morphtune.data import load_dataset
+from morphtune.trainables._device import NODE_ID_KEY, current_node_id
 from morphtune.trainables._engine import TrialEngine
 from morphtune.trainables._gan_engine import GanEngine
 from morphtune.trainables._supernet_engine import SupernetEngine
@@ -69,8 +71,11 @@ def _rank_divergence(model: torch.nn.Module) -> float:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train one trial; report metrics every epoch, rank 0 attaching a checkpoint.
 
-    ``config["trial"]`` is the resolved nested trial configuration. A restarted worker
-    group resumes from the latest checkpoint, rebuilding a grown model's shape.
+    ``config["trial"]`` is the resolved nested trial configuration; ``config["precision"]``
+    and ``config["pin_memory"]`` are ``resources.precision`` and the resolved
+    ``resources.pin_memory``. Every report names this worker's Ray node (``node_id``; Tune
+    keeps rank 0's). A restarted worker group resumes from the latest checkpoint, rebuilding
+    a grown model's shape.
     """
     trial = config["trial"]
     context = ray.train.get_context()
@@ -89,6 +94,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         world_size=world_size,
         wrap=ray.train.torch.prepare_model,
         device=ray.train.torch.get_device(),
+        precision=config.get("precision", "fp32"),
+        pin_memory=bool(config.get("pin_memory", False)),
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -97,7 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         engine.load_state_dict(state)
     objectives: list[str] = list(config.get("objectives", []))
     try:
-        _train(engine, rank, world_size, objectives)
+        _train(engine, rank, world_size, objectives, current_node_id())
     except DETERMINISTIC_ERRORS as exc:
         # every rank runs the same config, so every rank meets it: end once, no retry
         failed: dict[str, Any] = dict.fromkeys(objectives, float("nan"))
@@ -105,8 +112,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(failed)
 
 
-def _train(engine: Engine, rank: int, world_size: int, objectives: list[str]) -> None:
+def _train(engine: Engine, rank: int, world_size: int, objectives: list[str], node_id: str) -> None:
     for metrics in engine.run_epochs():
+        metrics[NODE_ID_KEY] = node_id
         if world_size > 1:
             metrics["rank_divergence"] = _rank_divergence(engine.model)
         for name in objectives:

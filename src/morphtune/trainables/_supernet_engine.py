@@ -7,6 +7,13 @@ step and the smaller ones leave parameters unused, which DDP's reducer does not 
 so the supernet is not wrapped: after the step's gradients are accumulated they are
 averaged across ranks with one all-reduce per parameter, then the optimizer steps. Every
 rank draws the same subnets (a generator seeded by the trial), so ranks stay identical.
+
+With ``precision`` ``bf16`` the whole sandwich step runs under autocast: it back-propagates
+each subnet's loss as soon as it is computed, inside ``sandwich_step``. A backward pass
+under autocast computes what one outside it would (each backward op runs in the dtype its
+forward op was autocast to; parameters and gradients stay float32); the test suite checks
+that on the CPU. BatchNorm recalibration and validation run under autocast as well, so
+the recalibrated statistics are those of the activations the subnet trains on.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from morphtune.methods.supernet import Supernet, build_supernet, recalibrate_bn,
 from morphtune.models import TaskShape
 from morphtune.spec import supernet_section
 from morphtune.trainables._common import ShardedLoaders, make_optimizer
+from morphtune.trainables._device import DeviceSettings
 
 __all__ = ["SupernetEngine"]
 
@@ -49,16 +57,19 @@ class SupernetEngine:
         world_size: int = 1,
         wrap: Wrap = _identity,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        pin_memory: bool = False,
     ) -> None:
         del wrap  # gradients are averaged by hand (see the module docstring)
         self.trial = {section: dict(values) for section, values in trial.items()}
         self.data = data
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
+        self.compute = DeviceSettings(self.device, precision, pin_memory)
         training = self.trial["training"]
         self.settings = self.trial["supernet"]
         self.epochs: int = training["epochs"]
-        loaders = ShardedLoaders.build(data, training, rank, world_size)
+        loaders = ShardedLoaders.build(data, training, rank, world_size, pin_memory=pin_memory)
         self.batch_size, self.sampler = loaders.batch_size, loaders.sampler
         self.loader, self.val_loader = loaders.train, loaders.val
         self.calibration_loader = DataLoader(
@@ -66,6 +77,7 @@ class SupernetEngine:
             batch_size=self.batch_size,
             shuffle=True,
             generator=torch.Generator().manual_seed(training["seed"]),
+            pin_memory=pin_memory,
         )
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch
@@ -122,21 +134,22 @@ class SupernetEngine:
         self.sampler.set_epoch(self.epoch)
         total, batches = 0.0, 0
         for inputs, labels in self.loader:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            inputs, labels = self.compute.move(inputs), self.compute.move(labels)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.step)
             self.optimizer.zero_grad(set_to_none=True)
-            result = sandwich_step(
-                self.model,
-                inputs,
-                labels,
-                optimizer=None,
-                n_random=self.settings["n_random"],
-                kd_weight=self.settings["kd_weight"],
-                temperature=self.settings["temperature"],
-                sampling=self.settings["sampling"],
-                generator=self.generator,
-            )
+            with self.compute.autocast():
+                result = sandwich_step(
+                    self.model,
+                    inputs,
+                    labels,
+                    optimizer=None,
+                    n_random=self.settings["n_random"],
+                    kd_weight=self.settings["kd_weight"],
+                    temperature=self.settings["temperature"],
+                    sampling=self.settings["sampling"],
+                    generator=self.generator,
+                )
             self._average_gradients()
             self.optimizer.step()
             flops = sum(self.subnet_flops(subnet) for subnet in result.subnets)
@@ -158,7 +171,7 @@ class SupernetEngine:
     def _calibration_batches(self) -> list[torch.Tensor]:
         batches = []
         for inputs, _ in self.calibration_loader:
-            batches.append(inputs.to(self.device))
+            batches.append(self.compute.move(inputs))
             if len(batches) >= self.settings["recalibration_batches"]:
                 break
         return batches
@@ -168,12 +181,14 @@ class SupernetEngine:
         """Validation loss and accuracy of ``subnet`` on the shared weights, after
         recalibrating BatchNorm statistics for it."""
         self.model.set_active(subnet)
-        recalibrate_bn(self.model, self._calibration_batches())
+        with self.compute.autocast():
+            recalibrate_bn(self.model, self._calibration_batches())
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
         for inputs, labels in self.val_loader:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
-            logits = self.model(inputs)
+            inputs, labels = self.compute.move(inputs), self.compute.move(labels)
+            with self.compute.autocast():
+                logits = self.model(inputs).float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())
             count += int(labels.shape[0])

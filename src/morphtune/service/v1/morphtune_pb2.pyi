@@ -113,7 +113,7 @@ class Condition(_message.Message):
     def __init__(self, column: _Optional[str] = ..., op: _Optional[str] = ..., number: _Optional[float] = ..., text: _Optional[str] = ..., numbers: _Optional[_Iterable[float]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResultRow(_message.Message):
-    __slots__ = ("sweep_id", "trial_id", "iteration", "timestamp", "written_at", "status", "state", "config_json", "metrics_json", "numbers", "texts")
+    __slots__ = ("sweep_id", "trial_id", "iteration", "timestamp", "written_at", "status", "state", "config_json", "metrics_json", "numbers", "texts", "node_id")
     class NumbersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class ResultRow(_message.Message):
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     NUMBERS_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     sweep_id: str
     trial_id: str
     iteration: int
@@ -150,7 +151,8 @@ class ResultRow(_message.Message):
     metrics_json: str
     numbers: _containers.ScalarMap[str, float]
     texts: _containers.ScalarMap[str, str]
-    def __init__(self, sweep_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., iteration: _Optional[int] = ..., timestamp: _Optional[float] = ..., written_at: _Optional[float] = ..., status: _Optional[str] = ..., state: _Optional[str] = ..., config_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., numbers: _Optional[_Mapping[str, float]] = ..., texts: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    node_id: str
+    def __init__(self, sweep_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., iteration: _Optional[int] = ..., timestamp: _Optional[float] = ..., written_at: _Optional[float] = ..., status: _Optional[str] = ..., state: _Optional[str] = ..., config_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., numbers: _Optional[_Mapping[str, float]] = ..., texts: _Optional[_Mapping[str, str]] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ListTrialsRequest(_message.Message):
     __slots__ = ("sweep_id", "filter", "order_by", "descending", "page_size", "page_token", "scope")
