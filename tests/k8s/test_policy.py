@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.k8s.manifests import Doc, all_pod_templates, find, ray_cluster_specs
+from tests.k8s.manifests import Doc, all_pod_templates, ray_cluster_specs
 from tests.k8s.policy import (
     exposure_problems,
     network_policy_problems,
@@ -44,7 +44,8 @@ def test_the_checks_see_every_ray_pod_and_container(docs: list[Doc]) -> None:
     assert clusters == ["RayCluster/morphtune", "RayJob/morphtune-sweep rayClusterSpec"]
     templates = all_pod_templates(docs)
     roles = sorted(template.role for template in templates)
-    groups = 2 if find(docs, "PersistentVolumeClaim") else 4  # prod adds a GPU group to each
+    gpu = any("nvidia.com/gpu" in str(list(template.containers())) for template in templates)
+    groups = 4 if gpu else 2  # prod adds a GPU group to each cluster
     assert roles.count("ray") == 2 + groups
     assert roles.count("submitter") == 1
     assert roles.count("pod") == 1

@@ -1,10 +1,11 @@
 """The overlays render, and render what the deployment promises: a CPU dev cluster on a
-PVC, a GPU prod cluster on object storage, and the same results service, RayJob template,
+PVC, a GPU prod cluster on the same kind of PVC, and the same results service, RayJob template,
 policies and monitoring in both."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import tomllib
 from pathlib import Path
 
@@ -152,8 +153,36 @@ def test_prod_has_a_gpu_worker_group_autoscaled_from_zero() -> None:
     assert parse_spec(spec).resources.use_gpu
 
 
-def test_prod_keeps_results_on_object_storage() -> None:
+def test_prod_shares_results_on_the_pvc_with_every_ray_pod() -> None:
     docs = rendered("prod")
+    claim = one(docs, "PersistentVolumeClaim", "morphtune-results")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert one(docs, "ConfigMap", "morphtune-storage")["data"]["MORPHTUNE_RESULTS"] == "/results"
+    for where, container in _ray_containers(docs):  # GPU workers write checkpoints too
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts.get("/results") == "results", where
+
+
+def test_the_object_store_component_points_every_pod_at_the_bucket(tmp_path: Path) -> None:
+    """components/results-object-store (a results service reading a bucket) still renders
+    and wires the URI and credentials into every pod that reads results."""
+    overlay = tmp_path / "object-store"
+    overlay.mkdir()
+    k8s = Path(__file__).resolve().parents[2] / "k8s"
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "morphtune",
+                "resources": [os.path.relpath(k8s / "base", overlay)],
+                "components": [
+                    os.path.relpath(k8s / "components" / "results-object-store", overlay)
+                ],
+            }
+        )
+    )
+    docs = render(overlay)
     assert not find(docs, "PersistentVolumeClaim")
     storage = one(docs, "ConfigMap", "morphtune-storage")
     assert storage["data"]["MORPHTUNE_RESULTS"].startswith("s3://")
