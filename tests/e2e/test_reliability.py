@@ -579,16 +579,17 @@ def test_t5_killed_train_worker_resumes_from_checkpoint_within_max_failures(
     ray_session: object, tmp_path: Path
 ) -> None:
     """T5: a two-worker DDP trial (executor train, max_failures 1) loses a worker
-    mid-training: exactly one new worker group starts, resumes from the checkpoint (epoch
-    1 is not trained again) and completes the trial. (tests/e2e/test_growth_resume.py
-    kills a worker of a grown model; this one counts the attempts.)"""
+    mid-training, after its model grew (LEMON ViT, wider and deeper at 15 % of the budget):
+    exactly one new worker group starts, resumes from the checkpoint (epoch 1 is not trained
+    again), rebuilds the grown model without growing it again, and completes the trial."""
     sweep = "t5-train-worker"
     spec = parse_spec(
         f"""
 name: {sweep}
 dataset: {{name: digits}}
-model: {{family: mlp, width: 16, depth: 1}}
-training: {{epochs: {T5_EPOCHS}, batch_size: 8, lr: 0.01}}
+model: {{family: vit, width: 16, depth: 1, head_dim: 8}}
+training: {{epochs: {T5_EPOCHS}, batch_size: 64, lr: 0.003}}
+growth: {{operator: lemon, at_fraction: 0.15, factor: 1.5, depth_factor: 2.0, lr_after: lemon}}
 search: {{num_samples: 1, max_concurrent: 1, scheduler: {{name: fifo}}}}
 resources: {{num_workers: 2, cpus_per_worker: 1, executor: train, max_failures: 1}}
 """
@@ -598,6 +599,7 @@ resources: {{num_workers: 2, cpus_per_worker: 1, executor: train, max_failures: 
         first = _group_mid_training(tmp_path, sweep, thread, workers)
         os.kill(max(first), signal.SIGKILL)
         progress = _progress(tmp_path, sweep)
+        killed_at = max(progress.values())
         thread.join(timeout=300)
         assert not thread.is_alive(), "the sweep did not end"
     result = outcome[0]
@@ -609,8 +611,15 @@ resources: {{num_workers: 2, cpus_per_worker: 1, executor: train, max_failures: 
     (trial,) = progress
     rows = store_rows(tmp_path, sweep)
     assert sorted(r["iteration"] for r in rows) == list(range(1, T5_EPOCHS + 1))
-    for row in rows:
-        assert json.loads(row["metrics_json"])["rank_divergence"] == 0.0
+    metrics = sorted((json.loads(r["metrics_json"]) for r in rows), key=lambda m: m["epoch"])
+    assert all(m["rank_divergence"] == 0.0 for m in metrics)
+    # killed after the growth event; the restarted group rebuilt the grown shape from the
+    # checkpoint and did not grow again; compute spent only increases
+    assert metrics[killed_at - 1]["growth_stage"] == 1, metrics[killed_at - 1]
+    after = [m for m in metrics if m["epoch"] > killed_at]
+    assert after and all((m["width"], m["depth"], m["growth_stage"]) == (24, 2, 1) for m in after)
+    flops = [m["train_flops"] for m in metrics]
+    assert flops == sorted(flops)
     # the restarted group resumed from the checkpoint: epoch 1 was trained once, no epoch
     # was reported more than twice (a kill can race one report)
     received = tune_results(list((tmp_path / sweep / "tune").glob("*/result.json")))
