@@ -1,5 +1,8 @@
 """``morphtune sweeps|trials|best|pareto|watch``: query a results service over gRPC.
 
+``watch --progress [MODE]`` polls the sweep instead and shows its progress (see
+:mod:`morphtune.progress`) until the sweep has finished.
+
 Shared flags: ``--server HOST:PORT``, ``--token`` (default ``$MORPHTUNE_TOKEN``), ``--tls``
 (system roots, or ``--tls-ca FILE``; ``--tls-cert``/``--tls-key`` for mutual TLS),
 ``--timeout`` and ``--json``. Output is a readable table by default, JSON with ``--json``
@@ -275,7 +278,80 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     return _run(args, action)
 
 
+def _remote_progress(client: Any, sweep_id: str) -> Any:
+    """The sweep's progress from a results service: GetSweep (status, manifest, counts),
+    ListTrials (the running trials' last iterations) and GetBestConfig (the best so far;
+    none while nothing finite was reported)."""
+    import time
+
+    import grpc
+
+    from morphtune.progress import BestSoFar, build_progress
+
+    sweep = client.get_sweep(sweep_id)
+    counts = sweep["trial_counts"]
+    running: list[int] = []
+    if counts.get("running"):
+        rows = client.list_trials(sweep_id, ["state == running"], page_size=1000)
+        running = [int(row["iteration"]) for row in rows]
+    best = None
+    if any(counts.values()):
+        try:
+            found = client.best(sweep_id)
+        except grpc.RpcError as exc:  # no finite value yet, or no objective to rank by
+            if exc.code() not in (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                raise
+        else:
+            best = BestSoFar(found["metric"], found["mode"], found["value"], found["trial_id"])
+    return build_progress(sweep_id, sweep["manifest"], counts, running, best, now=time.time())
+
+
+def _watch_progress(args: argparse.Namespace) -> int:
+    """``watch --progress``: the sweep's progress every ``--interval`` seconds until it has
+    finished; exit 0 if it completed, 1 if it failed."""
+    import time
+
+    from morphtune.progress import ProgressDisplay
+
+    mode = "json" if args.json and args.progress == "auto" else args.progress
+    display = ProgressDisplay(mode, sys.stdout)
+
+    def action(client: Any) -> int:
+        try:
+            while True:
+                progress = _remote_progress(client, args.sweep)
+                if progress.finished:
+                    display.finish(progress)
+                    return EXIT_OK if progress.status == "completed" else EXIT_FAILED
+                display.update(progress)
+                time.sleep(args.interval)
+        finally:
+            display.close()
+
+    return _run(args, action)
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
+    if args.progress is not None:
+        row_flags = {
+            "--trial": args.trial,
+            "--resume-token": args.resume_token,
+            "--from-end": args.from_end,
+            "--count": args.count,
+        }
+        given = [flag for flag, value in row_flags.items() if value]
+        if given:
+            print(
+                f"error: --progress follows the whole sweep and takes no {', '.join(given)} "
+                "(those select result rows to stream)",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+        return _watch_progress(args)
+
     def action(client: Any) -> int:
         stream = client.watch(
             args.sweep,
@@ -323,6 +399,30 @@ def _where_flag(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="COND",
         help=f"{what}: 'COLUMN OP VALUE' (OP: == != < <= > >= in 'not in'), repeatable; "
         "e.g. 'params <= 1e5', 'state in completed,stopped'",
+    )
+
+
+def _watch_progress_flags(parser: argparse.ArgumentParser) -> None:
+    from morphtune.progress import PROGRESS_MODES, interval_seconds
+
+    parser.add_argument(
+        "--progress",
+        nargs="?",
+        const="auto",
+        choices=PROGRESS_MODES,
+        metavar="MODE",
+        help="instead of rows, the sweep's progress (trials done, running, failed, best so "
+        "far, elapsed, estimated time left) until it has finished; exit 0 if it completed, 1 "
+        "if it failed. MODE: auto (the default; a line updated in place on a terminal, else "
+        "plain; json with --json), plain (a line per change), json (JSON lines), quiet "
+        "(nothing: just wait)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --progress: seconds between polls (default 2)",
     )
 
 
@@ -379,5 +479,6 @@ def add_query_commands(sub: Any) -> None:
     watch.add_argument("--resume-token", metavar="TOKEN", help="continue after this row")
     watch.add_argument("--from-end", action="store_true", help="skip rows already written")
     watch.add_argument("--count", type=_positive, help="stop after this many rows")
+    _watch_progress_flags(watch)
     _connection_flags(watch)
     watch.set_defaults(handler=_cmd_watch)

@@ -14,6 +14,7 @@ import pickle
 import shutil
 import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from morphtune.progress import Progress, ProgressDisplay, read_store_progress, track_progress
 from morphtune.searchers import (
     ConstraintChecker,
     ProxyFilteredSearch,
@@ -32,6 +34,7 @@ from morphtune.searchers import (
     make_sampler,
     make_scheduler,
 )
+from morphtune.searchers._loggers import logger_callbacks
 from morphtune.searchers._schedulers import POPULATION_SCHEDULERS, tune_space
 from morphtune.searchers._study import (
     fail_orphans,
@@ -218,6 +221,7 @@ def _tuner_configs(
         StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None)
     ]
     callbacks.append(_SearchSummaryCallback(writer, searcher, scheduler))
+    callbacks += logger_callbacks(spec, directory)  # TensorBoard / MLflow, when the spec asks
     state_callback = getattr(scheduler, "state_callback", None)
     if callable(state_callback):
         # Tune restores a scheduler from the pickle made when the run began; MO-ASHA's
@@ -307,6 +311,26 @@ def _compact(writer: ResultWriter) -> None:
         log.info("compacted the sweep's results (%d parts merged)", removed)
 
 
+def _progress(
+    display: ProgressDisplay | None,
+    root: Path,
+    sweep_id: str,
+    started: float,
+    elapsed_before: float,
+    interval_s: float,
+) -> AbstractContextManager[None]:
+    """Live progress of the sweep on ``display`` while the block runs (nothing without a
+    display): a thread reads the sweep's store every ``interval_s`` seconds."""
+    if display is None:
+        return nullcontext()
+    store = SweepStore(root)  # its own reader: the cache stays with the polling thread
+
+    def read() -> Progress:
+        return read_store_progress(store, sweep_id, started=started, elapsed_before=elapsed_before)
+
+    return track_progress(read, display, interval_s=interval_s)
+
+
 def _search_summary(searcher: SafeOptunaSearch | None, scheduler: Any) -> dict[str, Any]:
     if searcher is None:  # a PBT population
         moves = getattr(scheduler, "moves", None)
@@ -345,11 +369,15 @@ def run_sweep(
     overwrite: bool = False,
     verbose: int = 0,
     trial_fn: TrialFunction | None = None,
+    progress: ProgressDisplay | None = None,
+    progress_interval_s: float = 2.0,
 ) -> SweepOutcome:
     """Run ``spec`` to completion and return where its results are and what was best.
 
     ``trial_fn(trial, report)`` replaces the built-in training engine with the caller's own
     function (it runs in-process on the ``function`` executor, one per trial).
+    ``progress`` shows the sweep's live progress (read from its store every
+    ``progress_interval_s`` seconds) until the sweep has finished.
     """
     sweep_id = validate_sweep_id(sweep_id or spec.name)
     root = Path(results_root or spec.storage.results).expanduser().resolve()
@@ -376,35 +404,36 @@ def run_sweep(
             "status": "running",
         }
     )
-    we_started_ray = not ray.is_initialized()
-    if we_started_ray:
-        init_ray(address, log_to_driver=verbose > 0)
-    status = "failed"
-    try:
-        population = spec.search.scheduler.name in POPULATION_SCHEDULERS
-        searcher = None if population else make_searcher(spec, url)
-        warm = _warm_start(spec, searcher, root) if searcher is not None else 0
-        tune_config, run_config = _tuner_configs(
-            spec, searcher, directory, root, sweep_id, trial_fn, writer
-        )
-        tuner = tune.Tuner(
-            make_trainable(spec, storage_path=str(directory / "train"), trial_fn=trial_fn),
-            param_space=tune_space(spec) if population else None,
-            tune_config=tune_config,
-            run_config=run_config,
-        )
-        tuner.fit()
-        status = "completed"
-        _compact(writer)
-        summary = _search_summary(searcher, tune_config.scheduler)
-        if warm:
-            summary["warm_started"] = warm
-        writer.update_manifest(search=summary)
-    finally:
-        wall = time.time() - started
-        writer.update_manifest(status=status, finished=time.time(), wall_s=wall)
+    with _progress(progress, root, sweep_id, started, 0.0, progress_interval_s):
+        we_started_ray = not ray.is_initialized()
         if we_started_ray:
-            ray.shutdown()
+            init_ray(address, log_to_driver=verbose > 0)
+        status = "failed"
+        try:
+            population = spec.search.scheduler.name in POPULATION_SCHEDULERS
+            searcher = None if population else make_searcher(spec, url)
+            warm = _warm_start(spec, searcher, root) if searcher is not None else 0
+            tune_config, run_config = _tuner_configs(
+                spec, searcher, directory, root, sweep_id, trial_fn, writer
+            )
+            tuner = tune.Tuner(
+                make_trainable(spec, storage_path=str(directory / "train"), trial_fn=trial_fn),
+                param_space=tune_space(spec) if population else None,
+                tune_config=tune_config,
+                run_config=run_config,
+            )
+            tuner.fit()
+            status = "completed"
+            _compact(writer)
+            summary = _search_summary(searcher, tune_config.scheduler)
+            if warm:
+                summary["warm_started"] = warm
+            writer.update_manifest(search=summary)
+        finally:
+            wall = time.time() - started
+            writer.update_manifest(status=status, finished=time.time(), wall_s=wall)
+            if we_started_ray:
+                ray.shutdown()
     return _outcome(spec, root, sweep_id, directory, wall, address, overwrite)
 
 
@@ -471,6 +500,8 @@ def resume_sweep(
     address: str | None = None,
     verbose: int = 0,
     trial_fn: TrialFunction | None = None,
+    progress: ProgressDisplay | None = None,
+    progress_interval_s: float = 2.0,
 ) -> SweepOutcome:
     """Continue a sweep whose driver stopped (crash, kill, lost node) where it left off.
 
@@ -479,7 +510,8 @@ def resume_sweep(
     their last checkpoint, and the results store drops the rows they report again.
     The Optuna study in the sweep's storage may be ahead of that checkpoint: a trial the
     crashed driver asked for but never recorded is marked FAIL (an orphan), so the
-    study shows no trial RUNNING for ever.
+    study shows no trial RUNNING for ever. ``progress`` as for :func:`run_sweep` (the
+    elapsed time counts the earlier runs' wall time too).
     """
     root = Path(results_root).expanduser().resolve()
     store = SweepStore(root)
@@ -496,42 +528,46 @@ def resume_sweep(
     writer = ResultWriter(root, sweep_id)
     started = time.time()
     resumes = int(manifest.get("resumes", 0)) + 1
-    writer.update_manifest(status="running", resumes=resumes)
+    previous = float(manifest.get("wall_s") or 0.0)
+    # resumed_at: a watcher's elapsed time is the earlier runs' wall_s plus the time since
+    writer.update_manifest(status="running", resumes=resumes, resumed_at=started)
     url = storage_url(spec, directory)
     orphans = _fail_orphans(experiment, url, sweep_id)
-    we_started_ray = not ray.is_initialized()
-    if we_started_ray:
-        init_ray(address, log_to_driver=verbose > 0)
-    status = "failed"
-    try:
-        tuner = tune.Tuner.restore(
-            str(experiment),
-            trainable=make_trainable(
-                spec, storage_path=str(directory / "train"), trial_fn=trial_fn
-            ),
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
-        tuner.fit()
-        status = "completed"
-        _compact(writer)
-        leftover = 0
-        states: dict[str, int] = {}
-        if spec.search.scheduler.name not in POPULATION_SCHEDULERS:  # PBT has no study
-            study = optuna.load_study(study_name=_study_name(sweep_id), storage=optuna_storage(url))
-            leftover = fail_orphans(study, [], "still RUNNING after the resumed sweep ended")
-            for trial in study.get_trials(deepcopy=False):
-                states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        writer.update_manifest(
-            resumed={"orphans_failed": orphans + leftover, "optuna_states": states}
-        )
-    finally:
-        previous = float(manifest.get("wall_s") or 0.0)
-        wall = time.time() - started
-        writer.update_manifest(status=status, finished=time.time(), wall_s=previous + wall)
+    with _progress(progress, root, sweep_id, started, previous, progress_interval_s):
+        we_started_ray = not ray.is_initialized()
         if we_started_ray:
-            ray.shutdown()
+            init_ray(address, log_to_driver=verbose > 0)
+        status = "failed"
+        try:
+            tuner = tune.Tuner.restore(
+                str(experiment),
+                trainable=make_trainable(
+                    spec, storage_path=str(directory / "train"), trial_fn=trial_fn
+                ),
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+            )
+            tuner.fit()
+            status = "completed"
+            _compact(writer)
+            leftover = 0
+            states: dict[str, int] = {}
+            if spec.search.scheduler.name not in POPULATION_SCHEDULERS:  # PBT has no study
+                study = optuna.load_study(
+                    study_name=_study_name(sweep_id), storage=optuna_storage(url)
+                )
+                leftover = fail_orphans(study, [], "still RUNNING after the resumed sweep ended")
+                for trial in study.get_trials(deepcopy=False):
+                    states[trial.state.name] = states.get(trial.state.name, 0) + 1
+            writer.update_manifest(
+                resumed={"orphans_failed": orphans + leftover, "optuna_states": states}
+            )
+        finally:
+            wall = time.time() - started
+            writer.update_manifest(status=status, finished=time.time(), wall_s=previous + wall)
+            if we_started_ray:
+                ray.shutdown()
     return _outcome(spec, root, sweep_id, directory, previous + wall, address, False)
 
 

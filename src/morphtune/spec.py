@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -43,6 +45,8 @@ __all__ = [
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "LoggingSpec",
+    "MLflowSpec",
     "SpecError",
     "SpecIssue",
     "SweepSpec",
@@ -845,8 +849,99 @@ class StorageSpec(_Strict):
         return value
 
 
+#: The Python module each logger needs where the sweep's driver runs, and what to install.
+LOGGER_PACKAGES: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboardX", "tensorboardX"),
+    "mlflow": ("mlflow", "mlflow-skinny (or mlflow)"),
+}
+
+#: URI schemes an MLflow tracking URI may have (a database scheme may name a driver:
+#: ``postgresql+psycopg2``); ``databricks`` may also stand alone.
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+class MLflowSpec(_Strict):
+    """Log every trial as one MLflow run (Ray Tune's ``MLflowLoggerCallback``, run on the
+    sweep's driver): its searched config as params, every reported metric per iteration.
+
+    ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI`` when set, else an SQLite file
+    ``mlflow.db`` in the sweep's results directory; ``experiment`` defaults to the sweep
+    id. Credentials belong in MLflow's environment variables (``MLFLOW_TRACKING_TOKEN``,
+    ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), never in the spec: the spec is stored in
+    the sweep's manifest and served with it.
+    """
+
+    tracking_uri: str | None = Field(None, min_length=1, max_length=2048)
+    experiment: str | None = Field(None, min_length=1, max_length=500)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str | None) -> str | None:
+        if value is None or value == "databricks":
+            return value
+        scheme, separator, _ = value.partition("://")
+        if not separator or scheme.split("+", 1)[0] not in MLFLOW_SCHEMES:
+            raise ValueError(
+                f"must be a tracking URI with a scheme in {list(MLFLOW_SCHEMES)} (e.g. "
+                "sqlite:///mlflow.db or http://mlflow.example:5000), not a bare path"
+            )
+        try:
+            password = urlsplit(value).password
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise ValueError(f"is not a valid URI: {exc}") from None
+        if password is not None:
+            raise ValueError(
+                "must not hold a password (the spec is stored in the sweep's manifest): "
+                "give it in MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN instead"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, text in tags.items():
+            if not 0 < len(key) <= 250 or key.startswith("mlflow."):
+                raise ValueError(
+                    "tag keys must be 1 to 250 characters and not start with 'mlflow.' "
+                    f"(MLflow reserves it), but got {key!r}"
+                )
+            if len(text) > 5000:
+                raise ValueError(f"tag values must be at most 5000 characters ({key!r} has more)")
+        return tags
+
+
+class LoggingSpec(_Strict):
+    """Where trial results go besides the results store, through Ray Tune's logger
+    callbacks: ``tensorboard`` (event files in each trial's directory under
+    ``<results>/<sweep id>/tune/``) and ``mlflow`` (one run per trial). Each needs its
+    package importable where the sweep's driver runs (:data:`LOGGER_PACKAGES`)."""
+
+    tensorboard: bool = False
+    mlflow: MLflowSpec | None = None
+
+    def package_issues(self) -> list[tuple[str, Any, str]]:
+        """``(field, value, rule)`` for every logger asked for whose package cannot be
+        imported here (found without importing it)."""
+        asked = {"tensorboard": self.tensorboard, "mlflow": self.mlflow is not None}
+        issues = []
+        for name, wanted in asked.items():
+            module, install = LOGGER_PACKAGES[name]
+            if wanted and importlib.util.find_spec(module) is None:
+                value = getattr(self, name)
+                issues.append(
+                    (
+                        f"logging.{name}",
+                        value.model_dump() if isinstance(value, BaseModel) else value,
+                        f"needs the Python package {module!r} where the sweep runs, and it is "
+                        f"not installed: pip install {install}",
+                    )
+                )
+        return issues
+
+
 class SweepSpec(_Strict):
-    """A whole sweep: base trial sections, search, resources and storage."""
+    """A whole sweep: base trial sections, search, resources, storage and logging."""
 
     name: SweepName  # the default sweep id: the store's directory-name rule applies
     description: str = ""
@@ -860,6 +955,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
     seed: StrictInt | None = None  # default for the sampler, training and dataset seeds left unset
 
     @model_validator(mode="before")
@@ -1436,6 +1532,7 @@ def _check_cross_fields(
                 )
             )
     issues += _check_search_machinery(spec, lines)
+    issues += [_issue(lines, *problem) for problem in spec.logging.package_issues()]
     return issues
 
 
