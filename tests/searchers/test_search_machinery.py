@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 from ray import cloudpickle
+from ray.tune.search import Searcher
 
 from morphtune.runner import make_searcher
 from morphtune.searchers import SAMPLERS, SCHEDULERS, make_sampler, make_scheduler
@@ -62,6 +63,30 @@ def test_grid_enumerates_every_value() -> None:
     assert len(grid["training.lr"]) == 10
     assert grid["training.lr"][0] == pytest.approx(0.001)
     assert grid["training.lr"][-1] == pytest.approx(0.01)
+
+
+def test_a_used_up_grid_finishes_instead_of_repeating() -> None:
+    """Optuna's grid sampler stops the study once every point was tried, which raises in an
+    ask-and-tell searcher: every point is trained once, outcomes are all told, and then the
+    searcher says FINISHED (while the last point runs, it waits)."""
+    spec = parse_spec(
+        "name: g\ntraining: {epochs: 2}\nsearch:\n  num_samples: 6\n  sampler: {name: grid}\n"
+        "  space:\n    training.lr: {type: categorical, choices: [0.05, 0.01]}\n"
+    )
+    searcher = make_searcher(spec)
+    first = searcher.suggest("t0")
+    second = searcher.suggest("t1")
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert {first["training.lr"], second["training.lr"]} == {0.05, 0.01}
+    assert searcher.suggest("t2") is None  # both points running: wait, do not repeat one
+    searcher.on_trial_complete("t0", {"val_acc": 0.5})
+    assert searcher.suggest("t3") is None
+    searcher.on_trial_complete("t1", {"val_acc": 0.7})
+    assert searcher.suggest("t4") == Searcher.FINISHED
+    assert searcher.suggest("t5") == Searcher.FINISHED
+    states = [t.state for t in searcher.study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert sorted(t.value for t in searcher.study.get_trials()) == [0.5, 0.7]
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))

@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 from morphtune._keys import ERROR_KEY
 from morphtune.searchers._duplicates import FinishedConfigs
 from morphtune.searchers._latency import LatencyHistogram
-from morphtune.searchers._samplers import CONSTRAINT_ATTR
+from morphtune.searchers._samplers import CONSTRAINT_ATTR, SweepGridSampler
 
 __all__ = ["ERROR_KEY", "SafeOptunaSearch"]
 
@@ -97,6 +97,15 @@ class SafeOptunaSearch(OptunaSearch):
     def _propose(self, trial_id: str) -> dict[str, Any] | None:
         if self.exhausted:
             return Searcher.FINISHED  # type: ignore[return-value]
+        sampler = getattr(self._ot_study, "sampler", None)
+        if isinstance(sampler, SweepGridSampler):
+            never_started, running = sampler.points_left(self.study)
+            if never_started == 0 and running == 0:
+                self.exhausted = "every point of the grid was tried"
+                log.info("searcher stops: %s", self.exhausted)
+                return Searcher.FINISHED  # type: ignore[return-value]
+            if never_started == 0:
+                return None  # the last points are running: a new trial waits for them
         rejected = 0
         while True:
             config = super().suggest(trial_id)

@@ -21,6 +21,7 @@ __all__ = [
     "CONSTRAINT_ATTR",
     "SAMPLERS",
     "ConstraintValues",
+    "SweepGridSampler",
     "grid_of",
     "make_sampler",
 ]
@@ -156,9 +157,41 @@ def grid_of(space: Mapping[str, Any]) -> dict[str, list[Any]]:
     return grid
 
 
+class SweepGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for an ask-and-tell searcher.
+
+    Optuna's own ``after_trial`` calls ``study.stop()`` once every grid point has been
+    tried; outside ``study.optimize`` that raises ``RuntimeError`` from inside
+    ``study.tell``, so the last outcomes were lost and used-up grids proposed points again.
+    Here ``after_trial`` does nothing, and the searcher asks :meth:`points_left` instead
+    (``FINISHED`` once every point ended, wait while the last ones run).
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+    def points_left(self, study: optuna.Study) -> tuple[int, int]:
+        """``(never started, started but not finished)`` grid points of ``study``."""
+        started: set[int] = set()
+        finished: set[int] = set()
+        for trial in study.get_trials(deepcopy=False):
+            grid_id = trial.system_attrs.get("grid_id")
+            if grid_id is None or not self._same_search_space(trial.system_attrs["search_space"]):
+                continue
+            (finished if trial.state.is_finished() else started).add(int(grid_id))
+        total = len(self._all_grids)
+        return total - len(started | finished), len(started - finished)
+
+
 @SAMPLERS.register("grid")
 def _grid(spec: SamplerSpec, context: SamplerContext) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(grid_of(context.space), seed=spec.seed)
+    return SweepGridSampler(grid_of(context.space), seed=spec.seed)
 
 
 def make_sampler(
