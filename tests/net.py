@@ -16,3 +16,8 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
+
+
+def free_port() -> int:
+    """One free TCP port on 127.0.0.1."""
+    return free_ports(1)[0]

@@ -13,20 +13,15 @@
 
 from __future__ import annotations
 
-import argparse
 import ast
-import contextlib
 import dataclasses
 import importlib
-import io
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-from morphtune import cli
 from morphtune._docgen import REFERENCES, ROOT, generate, main, stale
 from morphtune._docgen._catalogue import CATALOGUE
 from morphtune._docgen._catalogue import Tested as _Tested
@@ -35,9 +30,9 @@ from morphtune._docgen._methods_ref import SOURCES, CatalogueError, _check_famil
 from morphtune._docgen._spec_ref import field_sections, registry_kinds
 from morphtune.registry import Registry
 from morphtune.spec import SweepSpec, parse_spec
+from tests.doc_commands import FENCE, code_blocks, morphtune_commands, parse_problem
 
 WRITTEN_GUIDES = ("docs/tutorial.md", "docs/concepts.md")
-_FENCE = re.compile(r"^(```|~~~)(\w*)[^\n]*\n(.*?)^\1", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.DOTALL)
 _INLINE_LINK = re.compile(
     r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
@@ -272,7 +267,7 @@ def _markdown_files() -> list[Path]:
 
 
 def _links(markdown: str) -> list[str]:
-    prose = _FENCE.sub("", markdown)
+    prose = FENCE.sub("", markdown)
     prose = _CODE_SPAN.sub("", prose)
     return _INLINE_LINK.findall(prose) + _REFERENCE_LINK.findall(prose)
 
@@ -337,49 +332,11 @@ def test_anchors_follow_githubs_rule(heading: str, anchor: str) -> None:
 # ------------------------------------------------------------------ written guides
 
 
-def _blocks(markdown: str, languages: set[str]) -> list[str]:
-    return [body for _, language, body in _FENCE.findall(markdown) if language in languages]
-
-
-def _commands(markdown: str) -> list[list[str]]:
-    """argv (after ``morphtune``) of each shell line running morphtune, up to the first
-    shell operator."""
-    commands = []
-    for body in _blocks(markdown, {"bash", "sh"}):
-        for line in body.replace("\\\n", " ").splitlines():
-            if not line.strip().startswith("morphtune "):
-                continue
-            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-            lexer.whitespace_split = True
-            lexer.commenters = "#"
-            words = []
-            for word in lexer:
-                if set(word) <= set(";&|"):
-                    break
-                words.append(word)
-            commands.append(words[1:])
-    return commands
-
-
-def _parse_problem(argv: list[str]) -> str | None:
-    """None when the CLI parser accepts ``argv`` (``--help`` included), else its complaint."""
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            parsed = cli._parser().parse_args(argv)
-    except SystemExit as exit_:
-        if exit_.code == 0:
-            return None
-        lines = stderr.getvalue().strip().splitlines()
-        return lines[-1] if lines else f"exit status {exit_.code}"
-    return None if isinstance(parsed, argparse.Namespace) else "no namespace"
-
-
 @pytest.mark.parametrize("guide", WRITTEN_GUIDES)
 def test_sweep_specs_in_the_guides_pass_the_spec_check(guide: str) -> None:
     specs = [
         body
-        for body in _blocks((ROOT / guide).read_text(encoding="utf-8"), {"yaml"})
+        for body in code_blocks((ROOT / guide).read_text(encoding="utf-8"), {"yaml"})
         if isinstance(yaml.safe_load(body), dict) and "name" in yaml.safe_load(body)
     ]
     if guide == "docs/tutorial.md":
@@ -390,13 +347,13 @@ def test_sweep_specs_in_the_guides_pass_the_spec_check(guide: str) -> None:
 
 @pytest.mark.parametrize("guide", WRITTEN_GUIDES)
 def test_morphtune_commands_in_the_guides_parse(guide: str) -> None:
-    commands = _commands((ROOT / guide).read_text(encoding="utf-8"))
-    problems = {" ".join(argv): p for argv in commands if (p := _parse_problem(argv))}
+    commands = morphtune_commands((ROOT / guide).read_text(encoding="utf-8"))
+    problems = {" ".join(argv): p for argv in commands if (p := parse_problem(argv))}
     assert problems == {}
 
 
 def test_the_tutorial_walks_from_spec_to_exported_model() -> None:
-    verbs = [argv[0] for argv in _commands((ROOT / "docs/tutorial.md").read_text("utf-8"))]
+    verbs = [argv[0] for argv in morphtune_commands((ROOT / "docs/tutorial.md").read_text("utf-8"))]
     for verb in ("spec", "run", "serve", "best", "trials", "report", "export"):
         assert verb in verbs
-    assert _parse_problem(["run", "first-sweep.yaml", "--no-such-flag"]) is not None
+    assert parse_problem(["run", "first-sweep.yaml", "--no-such-flag"]) is not None

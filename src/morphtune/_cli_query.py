@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from morphtune._keys import joined_keys
+
 __all__ = [
     "DEFAULT_SERVER",
     "TOKEN_ENV",
@@ -45,18 +47,8 @@ def format_best(best: dict[str, Any]) -> str:
         f"sweep {best['sweep_id']}: best {best['metric']} ({best['mode']}) = {best['value']:.6g}",
         f"  trial {best['trial_id']}, iteration {best['iteration']}",
     ]
-    lines += [f"  {key} = {value}" for key, value in sorted(_flat(best["config"]).items())]
+    lines += [f"  {key} = {value}" for key, value in sorted(joined_keys(best["config"]).items())]
     return "\n".join(lines)
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _cell(value: Any) -> str:

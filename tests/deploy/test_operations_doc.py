@@ -8,10 +8,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import re
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,48 +17,16 @@ import pytest
 import yaml
 
 from morphtune import cli
+from tests.doc_commands import code_blocks, morphtune_commands, parse_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "operations.md"
-_FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def shell_lines(markdown: str) -> Iterator[str]:
-    """Logical lines of the ``sh`` code blocks (backslash continuations joined)."""
-    for language, body in _FENCE.findall(markdown):
-        if language != "sh":
-            continue
+    """Logical lines of the shell code blocks (backslash continuations joined)."""
+    for body in code_blocks(markdown, {"bash", "sh"}):
         yield from body.replace("\\\n", " ").splitlines()
-
-
-def morphtune_commands(markdown: str) -> list[list[str]]:
-    """argv (after ``morphtune``) of each line that runs morphtune, up to the first shell
-    operator (``&``, ``&&``, ``|``, ``;``), variables filled with dummies."""
-    commands = []
-    for line in shell_lines(markdown):
-        if not line.strip().startswith("morphtune "):
-            continue
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        words = []
-        for word in lexer:
-            if word and set(word) <= set(";&|"):
-                break
-            words.append(re.sub(r"\$\w+", "X", word))
-        commands.append(words[1:])
-    return commands
-
-
-def parse_or_explain(argv: list[str]) -> str | None:
-    """None when the CLI parser accepts ``argv``, else argparse's complaint."""
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr):
-            cli._parser().parse_args(argv)
-    except SystemExit:
-        return stderr.getvalue().strip().splitlines()[-1]
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +44,7 @@ def test_every_morphtune_command_in_the_guide_parses(guide: str) -> None:
     problems = {
         " ".join(argv): problem
         for argv in morphtune_commands(guide)
-        if (problem := parse_or_explain(argv)) is not None
+        if (problem := parse_problem(argv)) is not None
     }
     assert problems == {}
 
@@ -87,7 +52,7 @@ def test_every_morphtune_command_in_the_guide_parses(guide: str) -> None:
 def test_a_wrong_flag_would_be_caught() -> None:
     bad = "```sh\nmorphtune best demo --server h:1 --objective acc\n```\n"
     [argv] = morphtune_commands(bad)
-    assert "unrecognized arguments: --objective acc" in (parse_or_explain(argv) or "")
+    assert "unrecognized arguments: --objective acc" in (parse_problem(argv) or "")
 
 
 def _documents() -> Iterator[Any]:
@@ -172,5 +137,5 @@ def test_images_chart_and_dockerfiles_named_in_the_guide_are_real(guide: str) ->
 
 
 def test_parser_helper_reports_argparse_errors() -> None:
-    assert parse_or_explain(["best"]) is not None
+    assert parse_problem(["best"]) is not None
     assert isinstance(cli._parser(), argparse.ArgumentParser)

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -34,6 +33,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.net import free_port
 from tests.store.sweeps import write_demo_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,12 +186,6 @@ def imported_top_levels(file: str) -> set[str]:
     return names
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _drain(process: subprocess.Popen[str], lines: list[str], listening: threading.Event) -> None:
     """Collect the server's log (so the pipe never fills); flag the 'listening on' line."""
     assert process.stderr is not None
@@ -238,7 +232,7 @@ def service_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceRun
     # the image's command, on free ports; Ray is not there (a closed port)
     serve = [sys.executable, "-m", "morphtune.cli", "serve", "--results", str(store)]
     serve += ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
-    serve += ["--token-file", str(token_file), "--ray-address", f"http://127.0.0.1:{_free_port()}"]
+    serve += ["--token-file", str(token_file), "--ray-address", f"http://127.0.0.1:{free_port()}"]
     server = subprocess.Popen(serve, env=env, cwd=work, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     listening = threading.Event()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from morphtune.store import SweepStore
+from tests.net import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -37,12 +38,6 @@ search:
   space:
     model.width: {type: categorical, choices: [8, 16]}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -28,6 +27,7 @@ import pytest
 from morphtune.metrics import build_registry, start_metrics_http
 from morphtune.service import make_server
 from morphtune.store import ResultWriter, SweepStore
+from tests.net import free_port
 from tests.test_metrics import (
     MO_HYPERVOLUME,
     TIMED_COMPUTE,
@@ -37,12 +37,6 @@ from tests.test_metrics import (
 )
 
 WAIT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -123,7 +117,7 @@ def prometheus(tmp_path: Path, service: tuple[str, int]) -> Iterator[Prometheus]
         "  - job_name: morphtune\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{service[1]}']}}]\n"
     )
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "prometheus.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

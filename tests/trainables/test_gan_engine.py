@@ -6,7 +6,6 @@ import copy
 import io
 import math
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from morphtune.trainables._gan_engine import (
     frechet_distance,
     frechet_distance_from_moments,
 )
+from tests.net import free_port
 
 MIXTURE = load_dataset("gaussian_mixture", seed=0)
 
@@ -324,12 +324,6 @@ def test_digit_images_train_without_mixture_metrics() -> None:
 # ------------------------------------------------------------------ data parallel
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -363,7 +357,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 
 def test_ddp_ranks_keep_identical_masks_weights_and_balance_ratio(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert zero["updates"] == one["updates"]
     assert zero["updates"][0] > 0 and zero["updates"][1] > 0

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from morphtune._keys import joined_keys
 from morphtune.store import NoResults, SweepStore
 from morphtune.store._conditions import InvalidArgument
 from morphtune.store._frame import SweepFrame
@@ -401,7 +402,7 @@ def _trials(
             TrialData(
                 trial_id=trial_id,
                 state=summary.status if summary else "running",
-                config=_flat(summary.config) if summary else {},
+                config=joined_keys(summary.config) if summary else {},
                 iterations=iterations[rows],
                 timestamps=timestamps[rows],
                 series={name: column[rows] for name, column in values.items()},
@@ -410,18 +411,6 @@ def _trials(
         )
     trials.sort(key=lambda trial: (trial.started, trial.trial_id))
     return tuple(trials)
-
-
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A trial config with nested sections joined by ``.`` (the runner already records
-    flattened configs; older or hand-written sweeps may not)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _no_finished_message(data: ReportData) -> str:
