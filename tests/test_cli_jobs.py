@@ -289,3 +289,75 @@ def test_status_formats() -> None:
     assert summary["sweep_id"] == "s" and summary["start_time"] == 1_700_000_000_000
     assert "runtime_env" not in summary  # it holds the whole spec (and maybe credentials)
     assert job.finished and not JobInfo("j", "RUNNING").finished
+
+
+class _FlakyJobsApi(http.server.BaseHTTPRequestHandler):
+    """A Jobs API whose first ``outage`` requests fail (HTTP 503 or a stall past the client's
+    timeout), then reports the job RUNNING for two polls and SUCCEEDED after, with logs."""
+
+    requests = 0
+    outage = 0
+    stall = 0.0
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        cls.requests += 1
+        if cls.requests <= cls.outage:
+            if cls.stall:
+                threading.Event().wait(cls.stall)  # the client gives up first
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"Traceback ...\nRuntimeError: the dashboard is busy")
+            return
+        finished = cls.requests > cls.outage + 4  # info+logs per poll: two RUNNING polls
+        if self.path.endswith("/logs"):
+            body: dict[str, object] = {"logs": "line 1\n" + ("line 2\n" if finished else "")}
+        else:
+            body = {"submission_id": "j1", "status": "SUCCEEDED" if finished else "RUNNING"}
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[str, type[_FlakyJobsApi]]]:
+    handler = type("Flaky", (_FlakyJobsApi,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.6], ids=["http-503", "timeout"])
+def test_following_rides_out_a_short_outage(
+    capsys: pytest.CaptureFixture[str], flaky: tuple[str, type[_FlakyJobsApi]], stall: float
+) -> None:
+    address, api = flaky
+    api.outage, api.stall = 3, stall
+    flags = ["--address", address, "--timeout", "0.3", "--interval", "0.05"]
+    code, out, err = run(capsys, "logs", "j1", "--follow", *flags, "--unreachable-grace", "30")
+    assert code == 0, err
+    assert out == "line 1\nline 2\n"  # every line once, across the outage
+    assert err.count("warning:") == 1 and "retrying for up to 30 s" in err
+    assert "answers again after" in err and "job j1 SUCCEEDED" in err
+
+
+def test_following_gives_up_after_the_grace(
+    capsys: pytest.CaptureFixture[str], flaky: tuple[str, type[_FlakyJobsApi]]
+) -> None:
+    address, api = flaky
+    api.outage = 10**6
+    flags = ["--address", address, "--timeout", "0.3", "--interval", "0.05"]
+    code, out, err = run(capsys, "logs", "j1", "--follow", *flags, "--unreachable-grace", "0.4")
+    assert code == 1 and out == ""
+    assert "retrying for up to 0.4 s" in err and "answered HTTP 503" in err
+    assert "the dashboard is busy" in err
+    assert api.requests >= 3  # it did retry before giving up
+    code, _, err = run(capsys, "logs", "j1", "--follow", *flags, "--unreachable-grace", "-1")
+    assert code == 2 and "--unreachable-grace must be >= 0 seconds, got -1.0" in err

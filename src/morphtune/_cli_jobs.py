@@ -210,17 +210,43 @@ def format_status(job: JobInfo) -> str:
 # ------------------------------------------------------------------------------ following
 
 
-def _follow(client: RayJobsClient, job_id: str, interval: float, stream_logs: bool) -> JobInfo:
+def _follow(
+    client: RayJobsClient, job_id: str, interval: float, stream_logs: bool, grace: float
+) -> JobInfo:
     """Poll until the job ends, printing new log text as it appears (when ``stream_logs``).
 
     The status is read before the logs: once a poll sees the job finished, the logs read
-    after it hold everything the driver wrote.
+    after it hold everything the driver wrote. A poll the Jobs API does not answer (a
+    timeout, a refused connection, HTTP 5xx: a busy head, a restarted port-forward) is
+    retried for up to ``grace`` seconds of outage before the follow gives up; a refusal
+    (4xx, a wrong token, an unknown job) ends it at once.
     """
+    from morphtune.service._jobs import JobsUnavailable
+
     shown = 0
+    outage_since: float | None = None
     while True:
-        job = client.info(job_id)
+        try:
+            job = client.info(job_id)
+            text = client.logs(job_id) if stream_logs else ""
+        except JobsUnavailable as error:
+            now = time.monotonic()
+            if outage_since is None:
+                outage_since = now
+                print(
+                    f"warning: {error}; retrying for up to {grace:g} s (--unreachable-grace)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if now - outage_since >= grace:
+                raise
+            time.sleep(interval)
+            continue
+        if outage_since is not None:
+            gap = time.monotonic() - outage_since
+            print(f"note: the Ray Jobs API answers again after {gap:.1f} s", file=sys.stderr)
+            outage_since = None
         if stream_logs:
-            text = client.logs(job_id)
             if len(text) < shown:  # the log was replaced (a resubmitted id): start over
                 shown = 0
             if len(text) > shown:
@@ -236,7 +262,7 @@ def _wait_and_report(
     client: RayJobsClient, args: argparse.Namespace, job_id: str, stream_logs: bool
 ) -> int:
     try:
-        job = _follow(client, job_id, args.interval, stream_logs)
+        job = _follow(client, job_id, args.interval, stream_logs, args.unreachable_grace)
     except KeyboardInterrupt:
         print(
             f"\nstopped waiting; job {job_id} keeps running (morphtune cancel {job_id} "
@@ -272,8 +298,7 @@ def _load_spec_text(path: str) -> tuple[str, Any]:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     def action(args: argparse.Namespace) -> int:
-        if not args.interval > 0:
-            raise _Exit(EXIT_BAD_INPUT, f"error: --interval must be > 0, got {args.interval}")
+        _check_polling(args)
         if not args.command.strip():
             raise _Exit(EXIT_BAD_INPUT, "error: --command must be a non-empty shell command")
         text, spec = _load_spec_text(args.spec)  # before any request: bad specs never leave
@@ -339,8 +364,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_logs(args: argparse.Namespace) -> int:
     def action(args: argparse.Namespace) -> int:
-        if not args.interval > 0:
-            raise _Exit(EXIT_BAD_INPUT, f"error: --interval must be > 0, got {args.interval}")
+        _check_polling(args)
         job_id = _job_id(args.job)
         client = _client(args)
         if args.follow:
@@ -374,6 +398,24 @@ def _interval_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls (default 1)"
     )
+    parser.add_argument(
+        "--unreachable-grace",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="while waiting, how long the Jobs API may stay unanswered (timeouts, refused "
+        "connections, HTTP 5xx) before giving up (default 120)",
+    )
+
+
+def _check_polling(args: argparse.Namespace) -> None:
+    if not args.interval > 0:
+        raise _Exit(EXIT_BAD_INPUT, f"error: --interval must be > 0, got {args.interval}")
+    if not args.unreachable_grace >= 0:
+        raise _Exit(
+            EXIT_BAD_INPUT,
+            f"error: --unreachable-grace must be >= 0 seconds, got {args.unreachable_grace}",
+        )
 
 
 def add_job_commands(sub: Any) -> None:
