@@ -65,6 +65,28 @@ def test_digits_split_partitions_the_data() -> None:
     assert np.array_equal(sorted_rows(both), sorted_rows(full))
 
 
+def test_digits_are_scikit_learns_digits_read_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from morphtune.data._digits import digits_arrays
+
+    pixels, labels = digits_arrays()
+    expected = load_digits()
+    assert np.array_equal(pixels, expected.data) and np.array_equal(labels, expected.target)
+    assert not pixels.flags.writeable  # the cached arrays cannot be changed by a caller
+    code = (
+        "import sys; from morphtune.data import load_dataset; split = load_dataset('digits'); "
+        "print(len(split.train) + len(split.val), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["1797", "False"]
+
+
 def test_digits_split_is_deterministic_in_the_seed() -> None:
     a, b, c = (load_dataset("digits", seed=s) for s in (0, 0, 1))
     assert torch.equal(a.val.tensors[0], b.val.tensors[0])

@@ -19,7 +19,13 @@ BASE = "name: e\ndataset: {name: synthetic}\ntraining: {epochs: 6, lr: 0.01, bat
 def engine(overrides: dict | None = None, text: str = BASE) -> TrialEngine:
     spec = parse_spec(text)
     trial = resolve_trial_config(spec, overrides or {})
-    data = load_dataset(trial["dataset"]["name"], seed=trial["dataset"]["seed"])
+    dataset = trial["dataset"]
+    data = load_dataset(
+        dataset["name"],
+        seed=dataset["seed"],
+        val_fraction=dataset["val_fraction"],
+        **dataset["options"],
+    )
     return TrialEngine(trial, data)
 
 

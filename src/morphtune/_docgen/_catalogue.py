@@ -619,8 +619,8 @@ CATALOGUE: dict[str, Family] = {
                     ),
                     _t(
                         "a 2-worker DDP trial keeps its masks identical on both ranks",
-                        _SPARSE_DDP,
-                        "test_two_worker_rigl_trial_keeps_masks_identical",
+                        "tests/e2e/test_examples_run.py",
+                        "test_sparsity_rigl_keeps_its_two_ddp_ranks_identical",
                     ),
                 ),
             ),
@@ -835,9 +835,9 @@ CATALOGUE: dict[str, Family] = {
                 "test_accumulated_gradient_is_the_sum_of_child_gradients",
             ),
             _t(
-                "a supernet sweep then a subnet search end to end",
-                "tests/e2e/test_supernet_sweep.py",
-                "test_supernet_sweep_then_subnet_search",
+                "a supernet sweep then a subnet search end to end (the supernet examples)",
+                "tests/e2e/test_examples_run.py",
+                "test_example_runs_at_a_tiny_budget",
             ),
         ),
         entries={
