@@ -644,6 +644,7 @@ def search_subnets(
             sweep_id=f"{sweep_id}-subnets",
             overwrite=overwrite,
             initial=settings.candidates,
+            source={"sweep_id": sweep_id, "trial_id": best.trial_id},
         )
     finally:
         if we_started_ray:

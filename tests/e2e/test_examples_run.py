@@ -196,6 +196,11 @@ def test_example_runs_at_a_tiny_budget(runs: RunCache, path: Path) -> None:
         found = outcome.subnets
         assert found is not None and found["sweep_id"] == f"{spec.name}-subnets"
         assert found["scored"] >= 1 and found["pareto"]
+        manifest = store.manifest(found["sweep_id"])  # export finds the supernet by this
+        assert manifest["subnet_search"]["source"] == {
+            "sweep_id": spec.name,
+            "trial_id": found["supernet_trial"],
+        }
         scored = run.metrics(found["sweep_id"])
         assert len(scored) == found["scored"]
         for limit_name, limit in spec.subnet_search.constraints.items():

@@ -58,6 +58,7 @@ def test_gan_signals_get_timelines_and_compute(tmp_path: Path) -> None:
     assert data.primary.mode == "min"
     assert data.best.trial.trial_id == "g1"  # the lowest final fd (0.9)
     assert data.signals == ("density", "d_density", "balance_ratio")
+    assert data.timeline_x == "iteration"  # these rows name no optimizer step
     assert data.compute_axes == ("train_flops", "wall_s")
     for trial in data.trials:
         np.testing.assert_allclose(trial.series["balance_ratio"], ratios[trial.trial_id])

@@ -71,14 +71,20 @@ def test_top_configurations_and_front_follow_the_store(mo_report: Reported) -> N
 def test_timelines_are_the_stored_rows(mo_report: Reported) -> None:
     store = SweepStore(mo_report.root)
     data = gather(store, SWEEP_ID)
-    table = store.results(SWEEP_ID, ["trial_id", "iteration", "metrics.width", "metrics.density"])
+    table = store.results(
+        SWEEP_ID, ["trial_id", "iteration", "metrics.width", "metrics.density", "metrics.step"]
+    )
     assert data.signals == ("width", "depth", "density")
+    assert data.timeline_x == "step"  # drawn against the optimizer step every trial reported
     assert set(data.compute_axes) >= {"train_flops", "wall_s"}
     for trial in data.trials:
         mine = table.filter(pc.equal(table.column("trial_id"), trial.trial_id)).sort_by("iteration")
         assert trial.iterations.tolist() == mine.column("iteration").to_pylist()
         np.testing.assert_array_equal(trial.series["width"], mine.column("metrics.width"))
         np.testing.assert_array_equal(trial.series["density"], mine.column("metrics.density"))
+        steps = trial.series["step"]
+        np.testing.assert_array_equal(steps, mine.column("metrics.step"))
+        assert steps[0] > 0 and (np.diff(steps) > 0).all()  # steps taken in every epoch
     # the fixture's sweep really varies what the timelines show
     assert any(t.series["width"][-1] > t.series["width"][0] for t in data.trials), "a grown trial"
     assert any(t.series["density"][-1] < 1.0 for t in data.trials), "a pruned trial"

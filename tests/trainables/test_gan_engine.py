@@ -163,11 +163,12 @@ def test_metrics_are_the_gan_signals_with_exact_costs() -> None:
     engine = GanEngine(gan_trial(), MIXTURE)
     metrics = next(engine.run_epochs())
     expected = {
-        "epoch", "fd", "modes", "high_quality", "balance_ratio", "br_skipped", "density",
+        "epoch", "step", "fd", "modes", "high_quality", "balance_ratio", "br_skipped", "density",
         "d_density", "mask_updates", "d_updates", "params", "nonzero_params", "flops",
         "train_flops", "train_loss", "d_loss", "lr", "wall_s",
     }  # fmt: skip
     assert set(metrics) == expected
+    assert metrics["step"] == engine.step > 0  # the optimizer steps of the first epoch
     cost = model_cost(engine.model)
     assert (metrics["params"], metrics["nonzero_params"], metrics["flops"]) == (
         cost.params,

@@ -330,7 +330,8 @@ def importance_chart(data: ReportData) -> Chart | None:
 
 
 def timeline_chart(data: ReportData) -> Chart | None:
-    """Each trial's width, depth, density, balance ratio (what it reported) per iteration."""
+    """Each trial's width, depth, density, balance ratio (what it reported) against its
+    optimizer step (sweeps from before steps were reported: against the iteration)."""
     signals = data.signals
     if not signals:
         return None
@@ -338,11 +339,14 @@ def timeline_chart(data: ReportData) -> Chart | None:
     rows = math.ceil(len(signals) / columns)
     figure, axes = _figure(rows, columns, row_height=3.0)
     best_id = data.best.trial.trial_id
+    by_step = data.timeline_x == "step"
+    x_of = (lambda t: t.series["step"]) if by_step else (lambda t: t.iterations)
+    x_label = "optimizer step (per worker)" if by_step else "iteration (reported epoch)"
     for axis, signal in zip(axes, signals, strict=False):
-        _trial_lines(axis, data.trials, best_id, lambda t: t.iterations, signal)
+        _trial_lines(axis, data.trials, best_id, x_of, signal)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(signal, fontsize="medium")
-        axis.set_xlabel("iteration (reported epoch)", fontsize="small")
+        axis.set_xlabel(x_label, fontsize="small")
         axis.grid(alpha=0.3)
     for axis in axes[len(signals) :]:
         axis.set_visible(False)
@@ -351,7 +355,7 @@ def timeline_chart(data: ReportData) -> Chart | None:
     return _render(
         figure,
         "Timelines",
-        f"{', '.join(signals)} of every trial against its iteration",
+        f"{', '.join(signals)} of every trial against its {data.timeline_x}",
     )
 
 

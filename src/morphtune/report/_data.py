@@ -154,6 +154,7 @@ class ReportData:
     trials: tuple[TrialData, ...]  # every trial with results, by first report time
     searched: tuple[SearchedParam, ...]
     signals: tuple[str, ...]  # TIMELINE_SIGNALS the sweep reported
+    timeline_x: str  # "step" (optimizer steps) when every trial reported it, else "iteration"
     compute_axes: tuple[str, ...]  # COMPUTE_AXES the sweep reported
     costs: tuple[str, ...]  # TABLE_COSTS the sweep reported
     top: tuple[TopRow, ...]
@@ -211,7 +212,11 @@ def gather(
     wanted = {o.metric: o.column for o in objectives}
     for name in (*signals, *compute, *costs):
         wanted.setdefault(name, _column(name, columns, "cost.", "signal.") or "")
+    step_column = _column("step", columns) if signals else None
+    if step_column:
+        wanted.setdefault("step", step_column)
     trials = _trials(store, sweep_id, wanted, objectives)
+    stepped = bool(step_column) and all(np.isfinite(trial.series["step"]).all() for trial in trials)
     data = ReportData(
         sweep_id=sweep_id,
         manifest=manifest,
@@ -220,6 +225,7 @@ def gather(
         trials=trials,
         searched=_searched(manifest, trials),
         signals=signals,
+        timeline_x="step" if stepped else "iteration",
         compute_axes=compute,
         costs=costs,
         top=(),

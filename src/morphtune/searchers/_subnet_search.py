@@ -472,6 +472,7 @@ class SubnetSearch:
         overwrite: bool = False,
         max_trials: int | None = None,
         initial: Sequence[Mapping[str, Any]] = (),
+        source: Mapping[str, str] | None = None,
     ) -> SearchOutcome:
         """Score up to ``n_subnets`` distinct subnets and return the outcome.
 
@@ -481,7 +482,10 @@ class SubnetSearch:
         has been seen. ``initial`` subnets are asked first (``study.enqueue_trial``).
         With ``store_root``, the search is written as sweep ``sweep_id`` (default
         ``subnets-<random>``); an existing sweep of that id is an error unless
-        ``overwrite``. Starts an embedded Ray (and stops it after) if none is running.
+        ``overwrite``. ``source`` (``sweep_id``, ``trial_id``): the trial whose supernet
+        this is, recorded in the manifest (``subnet_search.source``) so that ``morphtune
+        export`` finds the weights again. Starts an embedded Ray (and stops it after) if
+        none is running.
         """
         _positive_int("n_subnets", n_subnets)
         limit = _positive_int(
@@ -491,7 +495,10 @@ class SubnetSearch:
         recorder = None
         if store_root is not None:
             sweep_id = sweep_id or f"subnets-{uuid.uuid4().hex[:8]}"
-            recorder = SubnetRecorder(store_root, sweep_id, self._manifest(), overwrite=overwrite)
+            manifest = self._manifest()
+            if source is not None:
+                manifest["subnet_search"]["source"] = {str(k): str(v) for k, v in source.items()}
+            recorder = SubnetRecorder(store_root, sweep_id, manifest, overwrite=overwrite)
         started_ray = not ray.is_initialized()
         if started_ray:
             from morphtune.runner import init_ray

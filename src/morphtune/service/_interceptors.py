@@ -41,6 +41,11 @@ def _final_code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc
         return code
     if context.time_remaining() <= 0:  # the client was answered DEADLINE_EXCEEDED by grpc
         return grpc.StatusCode.DEADLINE_EXCEEDED
+    if not context.is_active():
+        # the call ended before the handler did: the client cancelled, or its deadline
+        # passed on its own clock a moment before the server's copy of it; either way the
+        # client was not answered OK
+        return grpc.StatusCode.CANCELLED
     return default
 
 

@@ -313,6 +313,7 @@ class TrialEngine:
         cost = self._cost
         return {
             "epoch": self.epoch,
+            "step": self.step,  # optimizer steps so far (per worker)
             "val_acc": val_acc,
             "val_loss": val_loss,
             "train_loss": self.last_train_loss,

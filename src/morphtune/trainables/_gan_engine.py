@@ -430,6 +430,7 @@ class GanEngine:
         cost = self._cost
         return {
             "epoch": self.epoch,
+            "step": self.step,  # optimizer steps so far (per worker)
             **self.evaluate(),
             "balance_ratio": self.queue.ratio(),
             "br_skipped": self.queue.skipped,

@@ -202,6 +202,7 @@ class SupernetEngine:
         largest = config_cost(self.family, self.model.subnet_config(space.largest()))
         return {
             "epoch": self.epoch,
+            "step": self.step,  # optimizer steps so far (per worker)
             "val_acc": val_acc,
             "val_acc_smallest": val_acc_smallest,
             "val_loss": val_loss,
