@@ -236,6 +236,8 @@ PBT_SPEC = (
     "name: pbt\ntraining: {epochs: 8, lr: 0.003, batch_size: 64}\nmodel: {width: 16, depth: 1}\n"
 )
 CHECKPOINT = "trial_state.pt"
+BARRIER = "test.barrier"  # a directory where each fresh trial says it started
+POPULATION = 4
 REPORTED = "reported.json"
 
 
@@ -252,6 +254,8 @@ def growing_trial(config: dict[str, Any]) -> None:
     from morphtune.trainables._transition import restore_engine
 
     torch.set_num_threads(1)
+    config = dict(config)
+    barrier = Path(config.pop(BARRIER))
     trial = resolve_trial_config(parse_spec(PBT_SPEC), config)
     engine = TrialEngine(trial, load_dataset("digits", seed=0))
     extra: dict[str, Any] = {}
@@ -267,6 +271,12 @@ def growing_trial(config: dict[str, Any]) -> None:
             "donor_val_loss": donor["val_loss"],
             "val_loss_at_restore": engine.evaluate()[0],
         }
+    else:  # a fresh start: wait until the whole population is live (see the test)
+        barrier.mkdir(exist_ok=True)
+        (barrier / str(trial["training"]["lr"])).touch()
+        deadline = time.monotonic() + 60
+        while len(list(barrier.iterdir())) < POPULATION and time.monotonic() < deadline:
+            time.sleep(0.02)
     for metrics in engine.run_epochs():
         metrics.update(extra)
         extra = {}
@@ -289,10 +299,19 @@ def test_tune_run_exploits_and_grows_the_donor_model(ray_session: Any, tmp_path:
         move_probability=1.0,
         seed=0,
     )
+    # Exploits happen only between live trials, and a trial's start-up (seconds) dwarfs an
+    # epoch on digits (milliseconds): the population runs side by side (half a CPU each),
+    # and each fresh trial waits until all four started, so every perturbation point
+    # compares four live trials instead of whichever happened to be up.
     tuner = tune.Tuner(
-        growing_trial,
-        param_space={"training.lr": tune.grid_search([3e-4, 1e-3, 3e-3, 1e-2])},
-        tune_config=tune.TuneConfig(scheduler=pbt, max_concurrent_trials=2, reuse_actors=True),
+        tune.with_resources(growing_trial, {"cpu": 0.5}),
+        param_space={
+            "training.lr": tune.grid_search([3e-4, 1e-3, 3e-3, 1e-2]),
+            BARRIER: str(tmp_path / "barrier"),
+        },
+        tune_config=tune.TuneConfig(
+            scheduler=pbt, max_concurrent_trials=POPULATION, reuse_actors=True
+        ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="growth_pbt", verbose=0),
     )
     grid = tuner.fit()
