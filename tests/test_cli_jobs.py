@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from morphtune._cli_jobs import format_status, job_summary, read_token
-from morphtune.cli import main
 from morphtune.service._jobs import MAX_ENV_SPEC_BYTES, JobInfo
+from tests.cli_run import run_cli as run
 
 TOKEN = "cli-jobs-secret-0123456789abcdef"
 SPEC = """
@@ -56,15 +56,6 @@ def spec(tmp_path: Path) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(SPEC)
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:  # argparse
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", ["status", "cancel", "logs"])

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from morphtune.cli import main
 from morphtune.service import SweepClient, make_server
+from tests.cli_run import run_cli as run
 from tests.service.api_data import FAILED, write_mo_sweep
 from tests.store.sweeps import write_demo_sweep
 
@@ -34,15 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MORPHTUNE_TOKEN", TOKEN)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:  # argparse, or a spec that does not load
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from morphtune.cli import main
 from morphtune.progress import (
     BestSoFar,
     Budget,
@@ -32,6 +31,7 @@ from morphtune.progress import (
 )
 from morphtune.spec import parse_spec
 from morphtune.store import ResultWriter, SweepStore
+from tests.cli_run import run_cli as cli
 from tests.store.sweeps import COUNTS, write_demo_sweep
 
 SPEC = """
@@ -365,15 +365,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     grpc_server.start()
     yield f"127.0.0.1:{port}", root
     grpc_server.stop(grace=None)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:  # argparse
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class Lines(io.StringIO):

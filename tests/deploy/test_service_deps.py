@@ -34,6 +34,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.net import free_port
+from tests.service.processes import drain_log
 from tests.store.sweeps import write_demo_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,16 +187,6 @@ def imported_top_levels(file: str) -> set[str]:
     return names
 
 
-def _drain(process: subprocess.Popen[str], lines: list[str], listening: threading.Event) -> None:
-    """Collect the server's log (so the pipe never fills); flag the 'listening on' line."""
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line)
-        if _LISTENING.search(line):
-            listening.set()
-    listening.set()  # exited before listening: let the fixture fail with the log
-
-
 @dataclass
 class ServiceRun:
     client: dict[str, Any]
@@ -236,7 +227,9 @@ def service_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceRun
     server = subprocess.Popen(serve, env=env, cwd=work, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     listening = threading.Event()
-    drain = threading.Thread(target=_drain, args=(server, log, listening), daemon=True)
+    drain = threading.Thread(
+        target=drain_log, args=(server, log, listening, _LISTENING), daemon=True
+    )
     drain.start()
     try:
         listening.wait(timeout=60)

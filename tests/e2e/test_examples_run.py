@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,13 +155,9 @@ class Run:
         ]
 
 
-@pytest.fixture(scope="module")
-def runs(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunCache]:
-    """Each example's tiny run, made once for the module (the checks below share them)."""
-    yield RunCache(tmp_path_factory)
-
-
 class RunCache:
+    """Each example's tiny run, made on first use and kept for the module."""
+
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self._factory = factory
         self._runs: dict[str, Run] = {}
@@ -175,6 +170,12 @@ class RunCache:
             root = self._factory.mktemp(stem)
             self._runs[stem] = Run(document, spec, run_sweep(spec, results_root=root), root)
         return self._runs[stem]
+
+
+@pytest.fixture(scope="module")
+def runs(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> RunCache:
+    """The examples' runs, shared by the checks below."""
+    return RunCache(tmp_path_factory)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])

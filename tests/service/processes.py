@@ -38,11 +38,18 @@ class ServerProcess:
             time.sleep(0.05)
 
 
-def _drain(process: subprocess.Popen[str], lines: list[str], found: threading.Event) -> None:
+def drain_log(
+    process: subprocess.Popen[str],
+    lines: list[str],
+    found: threading.Event,
+    listening: re.Pattern[str] = _LISTENING,
+) -> None:
+    """Collect a server's log (so the pipe never fills) and set ``found`` at its
+    ``listening`` line, or when it exits first (the caller then fails with the log)."""
     assert process.stderr is not None
     for line in process.stderr:
         lines.append(line)
-        if _LISTENING.search(line):
+        if listening.search(line):
             found.set()
     found.set()
 
@@ -62,7 +69,7 @@ def server_process(
     )
     lines: list[str] = []
     found = threading.Event()
-    drain = threading.Thread(target=_drain, args=(process, lines, found), daemon=True)
+    drain = threading.Thread(target=drain_log, args=(process, lines, found), daemon=True)
     drain.start()
     try:
         found.wait(timeout=60)

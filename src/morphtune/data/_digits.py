@@ -34,7 +34,9 @@ def _bundled_file() -> Path | None:
 
 
 @functools.cache
-def _read() -> tuple[np.ndarray, np.ndarray]:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as (pixels ``N x 64`` in 0..16, labels ``N``), read-only arrays
+    read once per process."""
     path = _bundled_file()
     if path is not None:
         with gzip.open(path, "rt", encoding="ascii") as handle:
@@ -47,16 +49,11 @@ def _read() -> tuple[np.ndarray, np.ndarray]:
     if pixels.shape != (_SAMPLES, _PIXELS) or labels.shape != (_SAMPLES,):
         raise ValueError(
             f"scikit-learn's digits must be {_SAMPLES} x {_PIXELS} pixels with a label each, "
-            f"but {path} holds {pixels.shape} and {labels.shape}"
+            f"but {path or 'load_digits()'} holds {pixels.shape} and {labels.shape}"
         )
     pixels.setflags(write=False)
     labels.setflags(write=False)
     return pixels, labels
-
-
-def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The 1,797 digits as (pixels ``N x 64`` in 0..16, labels ``N``), read-only arrays."""
-    return _read()
 
 
 @register_dataset("digits")
