@@ -391,6 +391,23 @@ MALFORMED: list[tuple[str, str, str, int, Any, str]] = [
         "growth-pbt needs a grow move, a prune move or both",
     ),
     (
+        "scheduler-synch-on-asha",
+        "name: a\nsearch:\n  scheduler: {name: asha, synch: true}\n",
+        "search.scheduler.synch",
+        3,
+        True,
+        "applies to ['pbt', 'growth-pbt'], not to 'asha'",
+    ),
+    (
+        "scheduler-synch-population-not-at-once",
+        "name: a\nsearch:\n  num_samples: 4\n  max_concurrent: 2\n"
+        "  scheduler: {name: pbt, synch: true}\n",
+        "search.scheduler.synch",
+        5,
+        True,
+        "search.max_concurrent (2) >= search.num_samples (4) must hold",
+    ),
+    (
         "grow-move-maximum-not-above-base",
         "name: a\nmodel: {width: 16}\nsearch:\n  scheduler:\n    name: growth-pbt\n"
         "    grow: {key: model.width, maximum: 8}\n",

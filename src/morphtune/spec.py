@@ -513,6 +513,7 @@ SCHEDULER_KNOBS: dict[str, tuple[str, ...]] = {
     "grow": ("growth-pbt",),
     "prune": ("growth-pbt",),
     "move_probability": ("growth-pbt",),
+    "synch": ("pbt", "growth-pbt"),
 }
 
 #: Schedulers that rank trials by one objective.
@@ -553,6 +554,7 @@ class SchedulerSpec(_Strict):
     grow: GrowMoveSpec | None = None
     prune: PruneMoveSpec | None = None
     move_probability: float | None = Field(None, ge=0.0, le=1.0)
+    synch: bool | None = None
 
     @model_validator(mode="after")
     def _applicable(self) -> SchedulerSpec:
@@ -1670,6 +1672,18 @@ def _check_population(spec: SweepSpec, lines: Mapping[tuple[str, ...], int]) -> 
                 interval,
                 f"perturbation_interval < training.epochs must hold "
                 f"(training.epochs={spec.training.epochs})",
+            )
+        )
+    if scheduler.synch and search.max_concurrent < search.num_samples:
+        issues.append(
+            _issue(
+                lines,
+                "search.scheduler.synch",
+                True,
+                "synchronous PBT pauses every trial until the whole population reaches a "
+                "perturbation point, so the population must run at once: "
+                f"search.max_concurrent ({search.max_concurrent}) >= search.num_samples "
+                f"({search.num_samples}) must hold",
             )
         )
     moved: set[str] = set()

@@ -8,7 +8,6 @@ import math
 import pickle
 import re
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -236,16 +235,18 @@ PBT_SPEC = (
     "name: pbt\ntraining: {epochs: 8, lr: 0.003, batch_size: 64}\nmodel: {width: 16, depth: 1}\n"
 )
 CHECKPOINT = "trial_state.pt"
-BARRIER = "test.barrier"  # a directory where each fresh trial says it started
 POPULATION = 4
 REPORTED = "reported.json"
+ROWS = "test.rows"  # a directory where each trial appends what it reports (JSON lines)
 
 
 def growing_trial(config: dict[str, Any]) -> None:
     """A Tune function trainable running TrialEngine in-process, as the function
     executor does: restore (load + transition) from Tune's checkpoint, then report
     each epoch with a checkpoint. The first report after a restore also carries the
-    donor's last metrics and the validation loss right after the transition."""
+    donor's last metrics and the validation loss right after the transition. Each
+    report is also appended to the trial's file under ``config[ROWS]``: Tune's own
+    result.json starts over when a paused trial resumes."""
     import torch
 
     from morphtune.data import load_dataset
@@ -255,7 +256,7 @@ def growing_trial(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     config = dict(config)
-    barrier = Path(config.pop(BARRIER))
+    rows = Path(config.pop(ROWS)) / f"{tune.get_context().get_trial_id()}.jsonl"
     trial = resolve_trial_config(parse_spec(PBT_SPEC), config)
     engine = TrialEngine(trial, load_dataset("digits", seed=0))
     extra: dict[str, Any] = {}
@@ -271,12 +272,6 @@ def growing_trial(config: dict[str, Any]) -> None:
             "donor_val_loss": donor["val_loss"],
             "val_loss_at_restore": engine.evaluate()[0],
         }
-    else:  # a fresh start: wait until the whole population is live (see the test)
-        barrier.mkdir(exist_ok=True)
-        (barrier / str(trial["training"]["lr"])).touch()
-        deadline = time.monotonic() + 60
-        while len(list(barrier.iterdir())) < POPULATION and time.monotonic() < deadline:
-            time.sleep(0.02)
     for metrics in engine.run_epochs():
         metrics.update(extra)
         extra = {}
@@ -284,12 +279,13 @@ def growing_trial(config: dict[str, Any]) -> None:
             torch.save(engine.state_dict(), Path(directory) / CHECKPOINT)
             reported = {"width": metrics["width"], "val_loss": metrics["val_loss"]}
             (Path(directory) / REPORTED).write_text(json.dumps(reported))
+            with rows.open("a") as file:
+                file.write(json.dumps(metrics) + "\n")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 @pytest.mark.ray
 def test_tune_run_exploits_and_grows_the_donor_model(ray_session: Any, tmp_path: Path) -> None:
-    started = time.monotonic()
     pbt = GrowthPBT(
         metric="val_loss",
         mode="min",
@@ -298,16 +294,20 @@ def test_tune_run_exploits_and_grows_the_donor_model(ray_session: Any, tmp_path:
         grow=GrowMove(maximum=48, multiple_of=8, base=16),
         move_probability=1.0,
         seed=0,
+        synch=True,
     )
-    # Exploits happen only between live trials, and a trial's start-up (seconds) dwarfs an
-    # epoch on digits (milliseconds): the population runs side by side (half a CPU each),
-    # and each fresh trial waits until all four started, so every perturbation point
-    # compares four live trials instead of whichever happened to be up.
+    rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    # A trial's start-up (seconds) dwarfs an epoch on digits (milliseconds): asynchronous
+    # PBT would rank a trial against whichever others happened to have reported, and
+    # might exploit only at the last point, after which nothing is left to train. The
+    # synchronous population (all four side by side, half a CPU each) pauses at every
+    # perturbation point until all four reached it, so each point exploits.
     tuner = tune.Tuner(
         tune.with_resources(growing_trial, {"cpu": 0.5}),
         param_space={
             "training.lr": tune.grid_search([3e-4, 1e-3, 3e-3, 1e-2]),
-            BARRIER: str(tmp_path / "barrier"),
+            ROWS: str(rows_dir),
         },
         tune_config=tune.TuneConfig(
             scheduler=pbt, max_concurrent_trials=POPULATION, reuse_actors=True
@@ -318,8 +318,13 @@ def test_tune_run_exploits_and_grows_the_donor_model(ray_session: Any, tmp_path:
     assert not grid.errors
     assert len(grid) == 4
     grows = [move for move in pbt.moves if move["kind"] == "grow"]
-    assert grows and all(move["to"] > move["from"] for move in grows)
-    rows = [row for result in grid for row in result.metrics_dataframe.to_dict("records")]
+    assert all(move["to"] >= move["from"] for move in grows)  # equal: the donor at maximum
+    grows = [move for move in grows if move["to"] > move["from"]]
+    assert grows
+    rows = [
+        json.loads(line) for path in rows_dir.iterdir() for line in path.read_text().splitlines()
+    ]
+    assert len(rows) >= 4 * 8
     restores = [row for row in rows if row.get("grown_at_restore", 0) >= 1]
     assert restores, "no exploited trial grew its donor's model"
     for row in restores:
@@ -329,5 +334,6 @@ def test_tune_run_exploits_and_grows_the_donor_model(ray_session: Any, tmp_path:
         assert row["width"] > row["donor_width"]
         assert row["val_loss"] <= row["donor_val_loss"] + 0.05
     assert max(row["width"] for row in rows) > 16
+    # exploits before the last point: a restored trial trained on after growing
+    assert {move["time"] for move in grows} & {2, 4, 6}
     assert all(result.metrics["training_iteration"] == 8 for result in grid)
-    assert time.monotonic() - started < 40

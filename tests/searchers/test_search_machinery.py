@@ -101,6 +101,14 @@ def test_every_scheduler_builds_from_a_spec(name: str) -> None:
     cloudpickle.loads(cloudpickle.dumps(scheduler))  # Tune checkpoints schedulers
 
 
+@pytest.mark.parametrize("name", ["pbt", "growth-pbt"])
+def test_population_schedulers_take_synch_from_the_spec(name: str) -> None:
+    extra = "    grow: {maximum: 256}\n" if name == "growth-pbt" else ""
+    base = f"  num_samples: 4\n  max_concurrent: 4\n  scheduler:\n    name: {name}\n{extra}"
+    assert make_scheduler(spec_with(base))._synch is False
+    assert make_scheduler(spec_with(base + "    synch: true\n"))._synch is True
+
+
 def test_pbt_mutations_follow_the_space() -> None:
     spec = spec_with("  scheduler: {name: pbt, mutations: [training.lr]}\n")
     mutations = pbt_mutations(spec)

@@ -196,6 +196,11 @@ class GrowthPBT(PopulationBasedTraining):
     ``move_probability`` and Tune's mutations of ``hyperparam_mutations`` (flat dotted
     keys). Every decision is appended to :attr:`moves` as ``{"trial_id", "donor_id",
     "time", "kind": "grow" | "prune" | "mutate", "key", "from", "to"}``.
+
+    With ``synch`` (Tune's synchronous PBT) every trial pauses at a perturbation point until
+    the whole population has reached it, so the ranking compares trials at the same time
+    and every point exploits; otherwise a trial is ranked against whatever the others last
+    reported, and fast trials may pass a point before the others arrive.
     """
 
     def __init__(
@@ -212,6 +217,7 @@ class GrowthPBT(PopulationBasedTraining):
         prune: PruneMove | None = None,
         move_probability: float = 0.5,
         seed: int | None = None,
+        synch: bool = False,
     ) -> None:
         if metric is not None and (not isinstance(metric, str) or not metric):
             raise ValueError(f"metric must be a non-empty str or None, but got metric={metric!r}")
@@ -263,6 +269,7 @@ class GrowthPBT(PopulationBasedTraining):
             quantile_fraction=quantile_fraction,
             resample_probability=resample_probability,
             perturbation_factors=PERTURBATION_FACTORS,
+            synch=bool(synch),
             # Tune insists on mutations or an explore function; explore() replaces both
             custom_explore_fn=None if mutations else _keep_config,
         )

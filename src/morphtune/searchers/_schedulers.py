@@ -127,6 +127,7 @@ def _pbt_options(spec: SweepSpec) -> dict[str, Any]:
             scheduler.resample_probability if scheduler.resample_probability is not None else 0.25
         ),
         "hyperparam_mutations": pbt_mutations(spec),
+        "synch": bool(scheduler.synch),
         **_primary(spec),
     }
 
