@@ -17,8 +17,10 @@ Figures:
     the compacted sweep, against the peer in the same run: ``pd.read_parquet`` of the results
     (and trials) directory, failed trials dropped, ``idxmax`` (answers must agree):
 
-    * **cold**: a new ``SweepStore`` (nothing cached; reads the key and metric columns, the
-      trial records and the winner's row group), the honest first-query figure;
+    * **cold**: a new ``SweepStore`` (nothing cached), the honest first-query figure:
+      ``scope=all`` reads the parts' row-group statistics, ``scope=last`` the side index
+      that compaction wrote (``last_rows.parquet``), then the trial records and the
+      winner's row group;
     * **warm**: the same store asked again while nothing changed (fingerprint check, i.e. a
       directory listing, then the cached answer);
     * **after append**: one more batch written, then asked (reads only the new part).

@@ -135,6 +135,11 @@ class SweepIndex:
         return self._ordered(self._listing.results)
 
     @property
+    def result_entries(self) -> tuple[FileEntry, ...]:
+        """The listing's entries of ``results/`` (parts and any other files), unloaded."""
+        return self._listing.results
+
+    @property
     def results_loaded(self) -> bool:
         return not self._results_stale
 

@@ -21,6 +21,7 @@ from morphtune.store._best import BestResult, best_position, validate_mode, vali
 from morphtune.store._errors import CorruptFileError, NoResults, PartVanished, SweepNotFound
 from morphtune.store._files import OnCorrupt, read_row, read_rows, validate_on_corrupt
 from morphtune.store._index import Listing, SweepIndex
+from morphtune.store._lastindex import LAST_INDEX_NAME, best_from_last_index
 from morphtune.store._location import LocalLocation, Location, open_location
 from morphtune.store._schema import (
     METRICS_PREFIX,
@@ -384,6 +385,11 @@ class SweepStore:
             found = self._best_from_statistics(index, metric, mode)
             if found is not None:
                 return self._best_result(sweep_id, metric, mode, found)
+        if scope == "last" and not index.results_loaded:
+            # a cold index: the side index of the last compaction, if it covers the listing
+            answer = self._best_from_last_index(index, sweep_id, metric, mode)
+            if answer is not None:
+                return answer
         names = index.column_names()
         column = _metric_column(metric, names)
         pair = index.numeric(column) if column is not None else None
@@ -445,6 +451,53 @@ class SweepStore:
         failed = index.memo("failed", lambda: _failed_trials(index.trial_records()))
         found = best_from_statistics(self._location, index.result_refs(), column, mode, failed)
         return found if isinstance(found, StatsWinner) else None
+
+    def _best_from_last_index(
+        self, index: SweepIndex, sweep_id: str, metric: str, mode: str
+    ) -> BestResult | None:
+        """The ``scope="last"`` answer from the sweep's side index, or ``None`` (no usable
+        index for this listing and metric, or its winner row does not hold its key and
+        value): then the caller scans the keys."""
+        failed = index.memo("failed", lambda: _failed_trials(index.trial_records()))
+        found = best_from_last_index(
+            self._location,
+            self._location.join(sweep_id, LAST_INDEX_NAME),
+            index.result_entries,
+            lambda names: _metric_column(metric, names),
+            mode,
+            failed,
+        )
+        if found is None:
+            return None
+        try:
+            picked = read_rows(
+                self._location,
+                found.path,
+                [found.row],
+                ["trial_id", "iteration", found.column, "config_json", "metrics_json"],
+            ).to_pylist()[0]
+        except (CorruptFileError, PartVanished):
+            return None  # the key scan reports it, or lists again and retries
+        key = (picked.get("trial_id"), picked.get("iteration"))
+        value = picked.get(found.column)
+        if key != (found.trial_id, found.iteration) or not (
+            isinstance(value, int | float) and float(value) == found.value
+        ):
+            return None  # the index does not describe this row: do not believe it
+        try:
+            config, metrics = json.loads(picked["config_json"]), json.loads(picked["metrics_json"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return BestResult(
+            sweep_id=sweep_id,
+            trial_id=found.trial_id,
+            iteration=found.iteration,
+            metric=metric,
+            mode=mode,
+            value=found.value,
+            config=config,
+            metrics=metrics,
+        )
 
     def _best_result(
         self, sweep_id: str, metric: str, mode: str, winner: StatsWinner

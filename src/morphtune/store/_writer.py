@@ -27,6 +27,7 @@ from morphtune.store._files import (
     write_part,
 )
 from morphtune.store._keyindex import KeyIndex
+from morphtune.store._lastindex import write_last_index
 from morphtune.store._location import LocalLocation, Location, open_location
 from morphtune.store._rows import ConfigCache, check_row, results_table
 from morphtune.store._schema import (
@@ -286,8 +287,10 @@ class ResultWriter:
     def compact(self, *, max_part_bytes: int = DEFAULT_COMPACT_BYTES) -> int:
         """Merge each run of consecutive small parts (under ``max_part_bytes``) of
         ``results/`` (one row per key, the last written) and of ``trials/`` into one new part;
-        return how many part files were removed. On local disk, also removes temp files
-        that killed writers left more than an hour ago.
+        return how many part files were removed. Then writes the sweep's last-row side index
+        (``last_rows.parquet``, see :mod:`morphtune.store._lastindex`) for the result parts
+        now listed, unless the one there already covers exactly them. On local disk, also
+        removes temp files that killed writers left more than an hour ago.
 
         Crash-safe and invisible to readers: the merged part is written whole (and, on local
         disk, fsynced) before the parts it replaces are deleted, it sorts where the newest of
@@ -305,6 +308,9 @@ class ResultWriter:
                 max_part_bytes,
                 self._stamps,
             )
+            # the side index a cold best(scope="last") reads (see _lastindex), for exactly
+            # the parts now listed; skipped when the one there already covers them
+            write_last_index(self._location, self._path, self._results, self._stamps)
             removed += compact_directory(
                 self._location,
                 self._trials,
