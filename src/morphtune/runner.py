@@ -7,6 +7,7 @@ every trial as a Ray Train job, and records every result in the Parquet store.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -24,6 +25,14 @@ import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from morphtune._resume_repair import (
+    KEPT_SNAPSHOT_DIR,
+    SnapshotFormatError,
+    SnapshotKeeper,
+    SnapshotRepair,
+    install_kept_snapshot,
+    repair_snapshot,
+)
 from morphtune.progress import Progress, ProgressDisplay, read_store_progress, track_progress
 from morphtune.searchers import (
     ConstraintChecker,
@@ -218,7 +227,11 @@ def _tuner_configs(
     in_process = spec.resources.in_process
     scheduler = make_scheduler(spec)
     callbacks: list[Any] = [
-        StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None)
+        StoreCallback(root, sweep_id, spec, checkpoints=in_process and trial_fn is None),
+        # a whole copy of each experiment snapshot, for `morphtune resume` (Tune's own copy
+        # can be older than a crash, or cut short by it); after the store, which writes
+        # the rows that the snapshot covers first (a resumed trial never reports them again)
+        SnapshotKeeper(directory / KEPT_SNAPSHOT_DIR),
     ]
     callbacks.append(_SearchSummaryCallback(writer, searcher, scheduler))
     callbacks += logger_callbacks(spec, directory)  # TensorBoard / MLflow, when the spec asks
@@ -506,8 +519,10 @@ def resume_sweep(
     """Continue a sweep whose driver stopped (crash, kill, lost node) where it left off.
 
     Tune restores its experiment state (trials, searcher, scheduler) from the last
-    experiment checkpoint: finished trials are not run again, unfinished ones resume from
-    their last checkpoint, and the results store drops the rows they report again.
+    experiment snapshot, which can be older than the crash: every trial the results store
+    records as finished is first marked finished in it (:mod:`morphtune._resume_repair`),
+    so finished trials are not run again; unfinished ones resume from their last
+    checkpoint, and the results store drops the rows they report again.
     The Optuna study in the sweep's storage may be ahead of that checkpoint: a trial the
     crashed driver asked for but never recorded is marked FAIL (an orphan), so the
     study shows no trial RUNNING for ever. ``progress`` as for :func:`run_sweep` (the
@@ -521,10 +536,14 @@ def resume_sweep(
     spec = SweepSpec.model_validate(manifest["spec"])
     directory = root / sweep_id
     experiment = directory / "tune"
+    installed = install_kept_snapshot(directory / KEPT_SNAPSHOT_DIR, experiment)
+    if installed:
+        log.info("restoring from the kept experiment snapshot (%s)", ", ".join(installed))
     if not tune.Tuner.can_restore(str(experiment)):
         raise ValueError(
             f"sweep {sweep_id!r} has no Tune experiment state in {experiment} to resume from"
         )
+    repaired = _repair_snapshot(experiment, store, sweep_id)
     writer = ResultWriter(root, sweep_id)
     started = time.time()
     resumes = int(manifest.get("resumes", 0)) + 1
@@ -561,7 +580,11 @@ def resume_sweep(
                 for trial in study.get_trials(deepcopy=False):
                     states[trial.state.name] = states.get(trial.state.name, 0) + 1
             writer.update_manifest(
-                resumed={"orphans_failed": orphans + leftover, "optuna_states": states}
+                resumed={
+                    "orphans_failed": orphans + leftover,
+                    "optuna_states": states,
+                    "finished_in_store": sorted(repaired.finished),
+                }
             )
         finally:
             wall = time.time() - started
@@ -569,6 +592,40 @@ def resume_sweep(
             if we_started_ray:
                 ray.shutdown()
     return _outcome(spec, root, sweep_id, directory, previous + wall, address, False)
+
+
+def _repair_snapshot(experiment: Path, store: SweepStore, sweep_id: str) -> SnapshotRepair:
+    """Before restoring: the trials that the store records as finished are finished in
+    Tune's snapshot too (see :mod:`morphtune._resume_repair`), so none is run again."""
+    try:
+        repair = repair_snapshot(
+            experiment, store.trial_states(sweep_id), _stored_checkpoints(store, sweep_id)
+        )
+    except SnapshotFormatError as error:
+        raise ValueError(
+            f"cannot resume sweep {sweep_id!r}: its Tune experiment snapshot is not in the "
+            f"format of the installed Ray {ray.__version__} ({error}); nothing was changed"
+        ) from error
+    for trial_id, (before, after) in sorted(repair.finished.items()):
+        log.info(
+            "trial %s: %s in the snapshot, finished in the store: now %s", trial_id, before, after
+        )
+    if repair.released:
+        log.info("freed the concurrency slots of finished trials %s", repair.released)
+    for trial_id, (gone, instead) in sorted(repair.checkpoints.items()):
+        log.info("trial %s: checkpoint %s is gone, resuming from %s", trial_id, gone, instead)
+    return repair
+
+
+def _stored_checkpoints(store: SweepStore, sweep_id: str) -> dict[str, dict[int, str]]:
+    """Trial id -> iteration -> the checkpoint path its stored row names."""
+    found: dict[str, dict[int, str]] = {}
+    rows = store.results(sweep_id, ["trial_id", "iteration", "metrics_json"]).to_pylist()
+    for row in rows:
+        path = json.loads(row["metrics_json"] or "{}").get("checkpoint_path")
+        if isinstance(path, str) and path:
+            found.setdefault(row["trial_id"], {})[int(row["iteration"])] = path
+    return found
 
 
 def _fail_orphans(experiment: Path, url: str, sweep_id: str) -> int:

@@ -72,9 +72,18 @@ class SafeOptunaSearch(OptunaSearch):
 
     def _fill_new_fields(self) -> None:
         # a searcher saved by an older morphtune (resume after an upgrade) lacks these
-        self.__dict__.setdefault("_latest", {})
-        self.__dict__.setdefault("finished", FinishedConfigs())
-        self.__dict__.setdefault("suggest_seconds", LatencyHistogram())
+        defaults: dict[str, Callable[[], Any]] = {
+            "constraints": lambda: None,
+            "max_infeasible": lambda: 200,
+            "infeasible": lambda: 0,
+            "finished": FinishedConfigs,
+            "_latest": dict,
+            "exhausted": lambda: None,
+            "suggest_seconds": LatencyHistogram,
+        }
+        for name, default in defaults.items():
+            if name not in self.__dict__:
+                self.__dict__[name] = default()
 
     @property
     def metrics(self) -> list[str]:
@@ -181,15 +190,29 @@ class SafeOptunaSearch(OptunaSearch):
         if study is None:
             raise RuntimeError("SafeOptunaSearch got a trial result before it was set up")
         latest = self._latest.pop(trial_id, None)
+        self._completed_trials.add(trial_id)
+        recorded = self._recorded_state(ot_trial)
+        if recorded is not None and recorded.is_finished():
+            # a resumed sweep finished a trial that a crashed driver had already told
+            # (Optuna refuses a second tell: ValueError "Cannot tell a COMPLETE trial.")
+            log.info("trial %s: Optuna keeps its earlier outcome %s", trial_id, recorded.name)
+            return
         try:
             if latest is not None:
                 ot_trial.report(latest[1], latest[0])
             study.tell(ot_trial, told, state=state)
             self._remember(ot_trial, state, told)
         except (RuntimeError, ValueError) as exc:  # Optuna 4.9 raises ValueError
-            # a resumed sweep may finish a trial the study already recorded as finished
+            # told in between by another process sharing the study: its outcome stands
             log.warning("trial %s: Optuna kept its earlier outcome (%s)", trial_id, exc)
-        self._completed_trials.add(trial_id)
+
+    def _recorded_state(self, ot_trial: Any) -> TrialState | None:
+        """The trial's state in the study's storage (None if it cannot be read)."""
+        try:
+            state: TrialState = self.study._storage.get_trial(ot_trial._trial_id).state
+            return state
+        except (AttributeError, KeyError, RuntimeError):
+            return None
 
     def _remember(self, ot_trial: Any, state: TrialState, told: Any) -> None:
         if state == TrialState.COMPLETE:
