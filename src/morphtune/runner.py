@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import socket
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -33,6 +32,7 @@ from morphtune._resume_repair import (
     install_kept_snapshot,
     repair_snapshot,
 )
+from morphtune._sweep_paths import SweepExistsError, SweepPaths, sweep_paths
 from morphtune.progress import Progress, ProgressDisplay, read_store_progress, track_progress
 from morphtune.searchers import (
     ConstraintChecker,
@@ -70,32 +70,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class SweepExistsError(FileExistsError):
-    """The sweep's directory already holds results and overwriting was not asked for."""
-
-
 @dataclass
 class SweepOutcome:
     sweep_id: str
-    results_dir: Path
+    results_dir: str | Path  # an object-store URI (without its query) or a local directory
     wall_s: float
     trial_states: dict[str, int] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     pareto: list[dict[str, Any]] | None = None  # multi-objective sweeps
     subnets: dict[str, Any] | None = None  # the subnet search after a supernet sweep
-
-
-def _prepare_dir(root: Path, sweep_id: str, overwrite: bool) -> Path:
-    directory = root / sweep_id
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise SweepExistsError(
-                f"sweep {sweep_id!r} already has results in {directory}; pass --overwrite "
-                "to replace them or --sweep-id to choose another id"
-            )
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def _free_port() -> int:
@@ -199,7 +182,7 @@ def _redact(url: str) -> str:
     return url
 
 
-def _warm_start(spec: SweepSpec, searcher: SafeOptunaSearch, root: Path) -> int:
+def _warm_start(spec: SweepSpec, searcher: SafeOptunaSearch, root: str | Path) -> int:
     settings = spec.search.warm_start
     if settings is None:
         return 0
@@ -219,7 +202,7 @@ def _tuner_configs(
     spec: SweepSpec,
     searcher: SafeOptunaSearch | None,
     directory: Path,
-    root: Path,
+    root: str | Path,
     sweep_id: str,
     trial_fn: TrialFunction | None,
     writer: ResultWriter,
@@ -326,7 +309,7 @@ def _compact(writer: ResultWriter) -> None:
 
 def _progress(
     display: ProgressDisplay | None,
-    root: Path,
+    root: str | Path,
     sweep_id: str,
     started: float,
     elapsed_before: float,
@@ -393,11 +376,12 @@ def run_sweep(
     ``progress_interval_s`` seconds) until the sweep has finished.
     """
     sweep_id = validate_sweep_id(sweep_id or spec.name)
-    root = Path(results_root or spec.storage.results).expanduser().resolve()
-    url = storage_url(spec, root / sweep_id)
+    paths = sweep_paths(results_root or spec.storage.results, sweep_id, spec.storage.work)
+    root, directory = paths.store_root, paths.directory
+    url = storage_url(spec, directory)
     if spec.storage.optuna:
         _fresh_study(url, sweep_id, overwrite)
-    directory = _prepare_dir(root, sweep_id, overwrite)
+    paths.claim(overwrite)
     if spec.name != sweep_id:
         spec = spec.model_copy(update={"name": sweep_id})
     writer = ResultWriter(root, sweep_id)
@@ -447,20 +431,19 @@ def run_sweep(
             writer.update_manifest(status=status, finished=time.time(), wall_s=wall)
             if we_started_ray:
                 ray.shutdown()
-    return _outcome(spec, root, sweep_id, directory, wall, address, overwrite)
+    return _outcome(spec, paths, wall, address, overwrite)
 
 
 def _outcome(
     spec: SweepSpec,
-    root: Path,
-    sweep_id: str,
-    directory: Path,
+    paths: SweepPaths,
     wall: float,
     address: str | None,
     overwrite: bool,
 ) -> SweepOutcome:
+    root, sweep_id = paths.store_root, paths.sweep_id
     store = SweepStore(root)
-    outcome = SweepOutcome(sweep_id, directory, wall, store.trial_counts(sweep_id))
+    outcome = SweepOutcome(sweep_id, paths.results_dir, wall, store.trial_counts(sweep_id))
     try:
         best = store.best(sweep_id)
         outcome.best = {
@@ -528,13 +511,14 @@ def resume_sweep(
     study shows no trial RUNNING for ever. ``progress`` as for :func:`run_sweep` (the
     elapsed time counts the earlier runs' wall time too).
     """
-    root = Path(results_root).expanduser().resolve()
+    root = sweep_paths(results_root, sweep_id).store_root
     store = SweepStore(root)
     if not store.has_sweep(sweep_id):
         raise ValueError(f"no sweep {sweep_id!r} under {root} (sweeps: {store.list_sweeps()})")
     manifest = store.manifest(sweep_id)
     spec = SweepSpec.model_validate(manifest["spec"])
-    directory = root / sweep_id
+    paths = sweep_paths(results_root, sweep_id, spec.storage.work)
+    directory = paths.directory
     experiment = directory / "tune"
     installed = install_kept_snapshot(directory / KEPT_SNAPSHOT_DIR, experiment)
     if installed:
@@ -591,7 +575,7 @@ def resume_sweep(
             writer.update_manifest(status=status, finished=time.time(), wall_s=previous + wall)
             if we_started_ray:
                 ray.shutdown()
-    return _outcome(spec, root, sweep_id, directory, previous + wall, address, False)
+    return _outcome(spec, paths, previous + wall, address, False)
 
 
 def _repair_snapshot(experiment: Path, store: SweepStore, sweep_id: str) -> SnapshotRepair:
@@ -647,7 +631,7 @@ def _fail_orphans(experiment: Path, url: str, sweep_id: str) -> int:
 
 def search_subnets(
     spec: SweepSpec,
-    root: Path,
+    root: str | Path,
     sweep_id: str,
     *,
     address: str | None = None,

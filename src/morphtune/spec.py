@@ -829,12 +829,26 @@ class SubnetSearchSpec(_Strict):
 
 
 class StorageSpec(_Strict):
-    """Where results go (a directory) and where the Optuna study lives: ``optuna`` is an
-    SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://user@host/db``); by default an
-    SQLite file ``optuna.db`` in the sweep's results directory (optuna-dashboard opens it)."""
+    """Where results go and where the Optuna study lives. ``results`` is a directory or a
+    filesystem URI (``s3://bucket/prefix``, ``gs://...``); with an object store the driver
+    keeps its working state (Tune's experiment and checkpoints, the SQLite study) under the
+    local directory ``work``. ``optuna`` is an SQLAlchemy URL (``sqlite:///path.db``,
+    ``postgresql://user@host/db``); by default an SQLite file ``optuna.db`` in the sweep's
+    local directory (optuna-dashboard opens it)."""
 
     results: str = "./morphtune-results"
+    work: str | None = None
     optuna: str | None = None
+
+    @field_validator("work")
+    @classmethod
+    def _local_directory(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "://" in value):
+            raise ValueError(
+                "must be a local directory path (the driver's working state: Tune's "
+                "experiment, checkpoints and the SQLite study need real files)"
+            )
+        return value
 
     @field_validator("optuna")
     @classmethod

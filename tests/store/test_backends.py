@@ -115,6 +115,19 @@ def test_written_at_is_increasing_per_writer(backend: tuple[str, RootFactory]) -
     assert all(math.isfinite(value) for value in values)
 
 
+def test_delete_tree_removes_a_sweep_and_nothing_else(backend: tuple[str, RootFactory]) -> None:
+    _, make_root = backend
+    for sweep in ("gone", "kept"):
+        writer = ResultWriter(make_root(), sweep)
+        writer.write_manifest({"sweep_id": sweep})
+        writer.write_results([row("t0", 1, {"acc": 0.5})])
+    location = open_location(make_root())
+    location.delete_tree(location.join("gone"))
+    location.delete_tree(location.join("never-there"))  # missing: not an error
+    assert SweepStore(make_root()).list_sweeps() == ["kept"]
+    assert len(SweepStore(make_root()).results("kept")) == 1
+
+
 def test_endpoint_from_aws_environment(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = make_bucket(moto_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto_endpoint}")

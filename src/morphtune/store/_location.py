@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -102,6 +103,10 @@ class Location(ABC):
     @abstractmethod
     def delete(self, path: str) -> None:
         """Remove a file; a missing file is not an error."""
+
+    @abstractmethod
+    def delete_tree(self, directory: str) -> None:
+        """Remove ``directory`` and everything under it; a missing one is not an error."""
 
     def identity(self, path: str) -> str | None:
         """A string that changes whenever the file at ``path`` is replaced; ``None`` if absent."""
@@ -199,6 +204,12 @@ class LocalLocation(Location):
     def delete(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
+    def delete_tree(self, directory: str) -> None:
+        try:
+            shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass
+
     def sync_directory(self, directory: str) -> None:
         fsync_directory(Path(directory))
 
@@ -285,6 +296,12 @@ class ObjectLocation(Location):
     def delete(self, path: str) -> None:
         try:
             self.filesystem.delete_file(path)
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, directory: str) -> None:
+        try:
+            self.filesystem.delete_dir(directory)
         except FileNotFoundError:
             pass
 
