@@ -24,14 +24,6 @@ import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from morphtune._resume_repair import (
-    KEPT_SNAPSHOT_DIR,
-    SnapshotFormatError,
-    SnapshotKeeper,
-    SnapshotRepair,
-    install_kept_snapshot,
-    repair_snapshot,
-)
 from morphtune._sweep_paths import SweepExistsError, SweepPaths, sweep_paths
 from morphtune.progress import Progress, ProgressDisplay, read_store_progress, track_progress
 from morphtune.searchers import (
@@ -44,6 +36,14 @@ from morphtune.searchers import (
     make_scheduler,
 )
 from morphtune.searchers._loggers import logger_callbacks
+from morphtune.searchers._resume_repair import (
+    KEPT_SNAPSHOT_DIR,
+    SnapshotFormatError,
+    SnapshotKeeper,
+    SnapshotRepair,
+    install_kept_snapshot,
+    repair_snapshot,
+)
 from morphtune.searchers._schedulers import POPULATION_SCHEDULERS, tune_space
 from morphtune.searchers._study import (
     fail_orphans,
@@ -503,9 +503,10 @@ def resume_sweep(
 
     Tune restores its experiment state (trials, searcher, scheduler) from the last
     experiment snapshot, which can be older than the crash: every trial the results store
-    records as finished is first marked finished in it (:mod:`morphtune._resume_repair`),
-    so finished trials are not run again; unfinished ones resume from their last
-    checkpoint, and the results store drops the rows they report again.
+    records as finished is first marked finished in it
+    (:mod:`morphtune.searchers._resume_repair`), so finished trials are not run again;
+    unfinished ones resume from their last checkpoint, and the results store drops the rows
+    they report again.
     The Optuna study in the sweep's storage may be ahead of that checkpoint: a trial the
     crashed driver asked for but never recorded is marked FAIL (an orphan), so the
     study shows no trial RUNNING for ever. ``progress`` as for :func:`run_sweep` (the
@@ -580,7 +581,7 @@ def resume_sweep(
 
 def _repair_snapshot(experiment: Path, store: SweepStore, sweep_id: str) -> SnapshotRepair:
     """Before restoring: the trials that the store records as finished are finished in
-    Tune's snapshot too (see :mod:`morphtune._resume_repair`), so none is run again."""
+    Tune's snapshot too (see :mod:`morphtune.searchers._resume_repair`), so none is run again."""
     try:
         repair = repair_snapshot(
             experiment, store.trial_states(sweep_id), _stored_checkpoints(store, sweep_id)

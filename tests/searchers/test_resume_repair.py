@@ -25,14 +25,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from morphtune._resume_repair import (
+from morphtune.runner import make_searcher, resume_sweep, run_sweep
+from morphtune.searchers._resume_repair import (
     KEPT_SNAPSHOT_DIR,
     SnapshotFormatError,
     install_kept_snapshot,
     keep_snapshot,
     repair_snapshot,
 )
-from morphtune.runner import make_searcher, resume_sweep, run_sweep
 from morphtune.searchers._study import optuna_storage
 from morphtune.spec import parse_spec
 from morphtune.store import SweepStore
