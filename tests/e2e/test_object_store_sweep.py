@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from morphtune._sweep_paths import sweep_paths
-from morphtune.runner import run_sweep
+from morphtune.runner import resume_sweep, run_sweep
 from morphtune.spec import SpecError, parse_spec
 from morphtune.store import SweepStore
 from tests.cli_run import run_cli
@@ -71,6 +71,13 @@ def test_a_sweep_writes_its_results_to_the_bucket(
     # ... and the working state stayed local: Tune's experiment and the SQLite study
     assert (work / "s3sweep" / "tune").is_dir() and (work / "s3sweep" / "optuna.db").is_file()
     assert not list(work.rglob("manifest.json")) and not list(work.rglob("part-*.parquet"))
+
+    # resume finds the working state from the spec in the bucket's manifest (nothing is left
+    # to run: the same trials, counted once more as resumed)
+    resumed = resume_sweep("s3sweep", results_root=uri)
+    assert resumed.trial_states == outcome.trial_states
+    assert SweepStore(uri).manifest("s3sweep")["resumes"] == 1
+    assert len(SweepStore(uri).results("s3sweep")) == 4
 
     # `morphtune run` of the same spec is refused without --overwrite, and replaces it with
     spec_file = tmp_path / "sweep.yaml"
