@@ -21,7 +21,7 @@ from morphtune.store._best import BestResult, best_position, validate_mode, vali
 from morphtune.store._errors import CorruptFileError, NoResults, PartVanished, SweepNotFound
 from morphtune.store._files import OnCorrupt, read_row, read_rows, validate_on_corrupt
 from morphtune.store._index import Listing, SweepIndex
-from morphtune.store._lastindex import LAST_INDEX_NAME, best_from_last_index
+from morphtune.store._lastindex import LAST_INDEX_NAME, LastWinner, best_from_last_index
 from morphtune.store._location import LocalLocation, Location, open_location
 from morphtune.store._schema import (
     METRICS_PREFIX,
@@ -485,19 +485,9 @@ class SweepStore:
         ):
             return None  # the index does not describe this row: do not believe it
         try:
-            config, metrics = json.loads(picked["config_json"]), json.loads(picked["metrics_json"])
+            return _row_result(sweep_id, metric, mode, found, picked)
         except (KeyError, TypeError, ValueError):
             return None
-        return BestResult(
-            sweep_id=sweep_id,
-            trial_id=found.trial_id,
-            iteration=found.iteration,
-            metric=metric,
-            mode=mode,
-            value=found.value,
-            config=config,
-            metrics=metrics,
-        )
 
     def _best_result(
         self, sweep_id: str, metric: str, mode: str, winner: StatsWinner
@@ -505,16 +495,24 @@ class SweepStore:
         picked = read_row(
             self._location, winner.part.path, winner.row, ["config_json", "metrics_json"]
         )
-        return BestResult(
-            sweep_id=sweep_id,
-            trial_id=winner.trial_id,
-            iteration=winner.iteration,
-            metric=metric,
-            mode=mode,
-            value=winner.value,
-            config=json.loads(picked["config_json"]),
-            metrics=json.loads(picked["metrics_json"]),
-        )
+        return _row_result(sweep_id, metric, mode, winner, picked)
+
+
+def _row_result(
+    sweep_id: str, metric: str, mode: str, winner: StatsWinner | LastWinner, row: dict[str, Any]
+) -> BestResult:
+    """The :class:`BestResult` of a winner found without the key scan, from its stored row
+    (its ``config_json`` and ``metrics_json``)."""
+    return BestResult(
+        sweep_id=sweep_id,
+        trial_id=winner.trial_id,
+        iteration=winner.iteration,
+        metric=metric,
+        mode=mode,
+        value=winner.value,
+        config=json.loads(row["config_json"]),
+        metrics=json.loads(row["metrics_json"]),
+    )
 
 
 def _metric_column(metric: str, names: set[str]) -> str | None:
